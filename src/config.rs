@@ -1,0 +1,403 @@
+//! Configuration in two stages: TOML (plus `--set section.key=value` overrides) is parsed with
+//! unknown keys rejected into `RunConfig`, then validated. The resolved config is passed down
+//! explicitly and stored in `results.h5` as the `config` attribute.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    #[serde(default)]
+    pub run: RunSection,
+    pub input: InputSection,
+    #[serde(default)]
+    pub preprocess: PreprocessSection,
+    #[serde(default)]
+    pub knn: KnnSection,
+    #[serde(default)]
+    pub graph: GraphSection,
+    #[serde(default)]
+    pub components: ComponentsSection,
+    #[serde(default)]
+    pub pagerank: PagerankSection,
+    #[serde(default)]
+    pub spectral: SpectralSection,
+    #[serde(default)]
+    pub fft: FftSection,
+    pub output: OutputSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunSection {
+    /// Threads per rank; 0 = SLURM_CPUS_PER_TASK if set, else cores on this node / local ranks.
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    Auto,
+    Parquet,
+    Hdf5,
+    Npy,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InputSection {
+    pub path: PathBuf,
+    #[serde(default = "default_format")]
+    pub format: InputFormat,
+    #[serde(default = "default_column")]
+    pub column: String,
+    #[serde(default = "default_id_column")]
+    pub id_column: String,
+    #[serde(default)]
+    pub label_column: String,
+}
+
+fn default_format() -> InputFormat {
+    InputFormat::Auto
+}
+fn default_column() -> String {
+    "embedding".into()
+}
+fn default_id_column() -> String {
+    "id".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreprocessSection {
+    pub normalize: bool,
+    pub center: bool,
+    pub pca_dim: usize,
+}
+
+impl Default for PreprocessSection {
+    fn default() -> Self {
+        PreprocessSection {
+            normalize: true,
+            center: false,
+            pca_dim: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    Cosine,
+    L2,
+    Ip,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KnnSection {
+    pub k: usize,
+    pub metric: Metric,
+    pub backend: BackendChoice,
+}
+
+impl Default for KnnSection {
+    fn default() -> Self {
+        KnnSection {
+            k: 16,
+            metric: Metric::Cosine,
+            backend: BackendChoice::Auto,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Symmetrize {
+    Union,
+    Mutual,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgeWeight {
+    Similarity,
+    Gaussian,
+    Binary,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphSection {
+    pub symmetrize: Symmetrize,
+    pub weight: EdgeWeight,
+    pub min_similarity: f64,
+}
+
+impl Default for GraphSection {
+    fn default() -> Self {
+        GraphSection {
+            symmetrize: Symmetrize::Union,
+            weight: EdgeWeight::Similarity,
+            min_similarity: -1.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComponentsSection {
+    pub enabled: bool,
+}
+
+impl Default for ComponentsSection {
+    fn default() -> Self {
+        ComponentsSection { enabled: true }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PagerankSection {
+    pub enabled: bool,
+    pub damping: f64,
+    pub tol: f64,
+    pub max_iter: usize,
+}
+
+impl Default for PagerankSection {
+    fn default() -> Self {
+        PagerankSection {
+            enabled: true,
+            damping: 0.85,
+            tol: 1e-10,
+            max_iter: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpectralSection {
+    pub enabled: bool,
+    pub n_eigs: usize,
+    pub n_clusters: usize,
+    pub tol: f64,
+    pub max_iter: usize,
+    pub seed: u64,
+}
+
+impl Default for SpectralSection {
+    fn default() -> Self {
+        SpectralSection {
+            enabled: true,
+            n_eigs: 16,
+            n_clusters: 0,
+            tol: 1e-8,
+            max_iter: 500,
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Alphabet {
+    Dna,
+    Protein,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FftSection {
+    pub enabled: bool,
+    pub tracks: String,
+    pub alphabet: Alphabet,
+    pub window: usize,
+    pub step: usize,
+    pub bins: usize,
+}
+
+impl Default for FftSection {
+    fn default() -> Self {
+        FftSection {
+            enabled: false,
+            tracks: String::new(),
+            alphabet: Alphabet::Dna,
+            window: 240,
+            step: 60,
+            bins: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    pub dir: PathBuf,
+    #[serde(default = "yes")]
+    pub write_knn: bool,
+    #[serde(default = "yes")]
+    pub checkpoint: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl RunConfig {
+    /// Read `path`, apply `--set` overrides, reject unknown keys, validate. Relative
+    /// `input.path`, `fft.tracks` and `output.dir` stay relative to the working directory.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(format!("cannot read config {}: {e}", path.display())))?;
+        Self::from_toml_str(&text, overrides).map_err(|e| e.context(path.display()))
+    }
+
+    pub fn from_toml_str(text: &str, overrides: &[String]) -> Result<RunConfig> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| Error::config(e.message().to_string()))?;
+        for item in overrides {
+            apply_override(&mut table, item)?;
+        }
+        let config: RunConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::config(e.message().trim().replace('\n', " ")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The resolved configuration as TOML (all defaults filled in).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("config serialises")
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad =
+            |key: &str, why: &str| Err(Error::config(format!("invalid value for `{key}`: {why}")));
+        if self.input.path.as_os_str().is_empty() {
+            return bad("input.path", "must not be empty");
+        }
+        if self.output.dir.as_os_str().is_empty() {
+            return bad("output.dir", "must not be empty");
+        }
+        if self.input.column.is_empty() {
+            return bad("input.column", "must not be empty");
+        }
+        if self.knn.k == 0 {
+            return bad("knn.k", "must be at least 1");
+        }
+        if !(-1.0..=1.0).contains(&self.graph.min_similarity) {
+            return bad("graph.min_similarity", "must be in [-1, 1]");
+        }
+        if !(self.pagerank.damping > 0.0 && self.pagerank.damping < 1.0) {
+            return bad("pagerank.damping", "must be in (0, 1)");
+        }
+        if !(self.pagerank.tol > 0.0) {
+            return bad("pagerank.tol", "must be positive");
+        }
+        if self.pagerank.max_iter == 0 {
+            return bad("pagerank.max_iter", "must be at least 1");
+        }
+        if self.spectral.n_eigs < 2 {
+            return bad("spectral.n_eigs", "must be at least 2");
+        }
+        if self.spectral.n_clusters > self.spectral.n_eigs {
+            return bad("spectral.n_clusters", "must not exceed spectral.n_eigs");
+        }
+        if !(self.spectral.tol > 0.0) {
+            return bad("spectral.tol", "must be positive");
+        }
+        if self.spectral.max_iter == 0 {
+            return bad("spectral.max_iter", "must be at least 1");
+        }
+        if self.fft.enabled && self.fft.tracks.is_empty() {
+            return bad("fft.tracks", "must name a dataset when fft.enabled = true");
+        }
+        if self.fft.window < 8 {
+            return bad("fft.window", "must be at least 8");
+        }
+        if self.fft.step == 0 {
+            return bad("fft.step", "must be at least 1");
+        }
+        if self.fft.bins == 0 || self.fft.bins > self.fft.window / 2 + 1 {
+            return bad("fft.bins", "must be in 1..=window/2+1");
+        }
+        Ok(())
+    }
+}
+
+/// Apply one `section.key=value` override; the value is read as TOML, else as a plain string.
+fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> {
+    let (key, raw) = item
+        .split_once('=')
+        .ok_or_else(|| Error::config(format!("--set `{item}`: expected section.key=value")))?;
+    let key = key.trim();
+    let (section, field) = key
+        .split_once('.')
+        .ok_or_else(|| Error::config(format!("--set `{item}`: key must be section.key")))?;
+    let raw = raw.trim();
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let entry = table
+        .entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let section_table = entry
+        .as_table_mut()
+        .ok_or_else(|| Error::config(format!("--set `{item}`: `{section}` is not a section")))?;
+    section_table.insert(field.to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[input]\npath = \"data\"\n[output]\ndir = \"out\"\n";
+
+    #[test]
+    fn defaults_fill_every_key() {
+        let config = RunConfig::from_toml_str(MINIMAL, &[]).unwrap();
+        assert_eq!(config.knn.k, 16);
+        assert_eq!(config.knn.metric, Metric::Cosine);
+        assert!(config.preprocess.normalize);
+        assert_eq!(config.spectral.n_eigs, 16);
+        let again = RunConfig::from_toml_str(&config.to_toml(), &[]).unwrap();
+        assert_eq!(config, again);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let err = RunConfig::from_toml_str(&format!("{MINIMAL}[knn]\nkk = 3\n"), &[]).unwrap_err();
+        assert_eq!(err.exit_status(), 2);
+        assert!(err.message.contains("kk"), "{}", err.message);
+    }
+
+    #[test]
+    fn overrides_apply_and_are_validated() {
+        let config =
+            RunConfig::from_toml_str(MINIMAL, &["knn.k=8".into(), "knn.metric=l2".into()]).unwrap();
+        assert_eq!(config.knn.k, 8);
+        assert_eq!(config.knn.metric, Metric::L2);
+        let err = RunConfig::from_toml_str(MINIMAL, &["knn.k=0".into()]).unwrap_err();
+        assert!(err.message.contains("knn.k"));
+        let err = RunConfig::from_toml_str(MINIMAL, &["knn.metric=hamming".into()]).unwrap_err();
+        assert!(err.message.contains("hamming"), "{}", err.message);
+        let err = RunConfig::from_toml_str(MINIMAL, &["nosuch.key=1".into()]).unwrap_err();
+        assert!(err.message.contains("nosuch"), "{}", err.message);
+    }
+}

@@ -1,0 +1,7 @@
+//! Pure compute: no MPI, no files, no GPU. Each kernel works on slices and ndarray views and has a
+//! naive oracle in `reference` that the unit tests compare against.
+
+pub mod exact;
+pub mod linop;
+pub mod pca;
+pub mod reference;

@@ -1,0 +1,1 @@
+//! Naive reference implementations: the oracles unit tests compare the fast kernels against.

@@ -1,0 +1,140 @@
+//! The `embsolve` command line: parse, build the run configuration, call the pipeline, and map
+//! errors to exit statuses (0 ok, 2 usage/config/input, 1 anything else), the same on every rank.
+
+use clap::{Parser, Subcommand};
+use embsolve::comm::{Comm, MpiComm};
+use embsolve::config::RunConfig;
+use embsolve::pipeline::{self, RunOptions};
+use embsolve::Error;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "embsolve",
+    version,
+    about = "Exact kNN graphs, components, PageRank, spectral clustering and FFT analysis of sequence embeddings, on MPI ranks (stage 2 of a Ray -> HPC pipeline)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the job described by CONFIG.toml (singleton, under mpirun -n P, or under srun --mpi=pmix).
+    Run {
+        /// The TOML configuration (see docs/config.md).
+        config: PathBuf,
+        /// Override a config value: section.key=value (repeatable).
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
+        /// Skip stages already finished by an earlier run of the same input and config.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Run the built-in multi-rank checks (used by the test suite).
+    #[command(hide = true)]
+    Selftest {
+        /// Only the checks whose name contains this.
+        filter: Option<String>,
+    },
+}
+
+fn init_logging(rank: usize, size: usize) {
+    let default = if rank == 0 { "info" } else { "warn" };
+    let mut builder = env_logger::Builder::from_env(
+        env_logger::Env::default().filter_or("EMBSOLVE_LOG", default),
+    );
+    builder.format(move |buf, record| {
+        if size > 1 {
+            writeln!(
+                buf,
+                "[embsolve rank {rank}/{size} {}] {}",
+                record.level(),
+                record.args()
+            )
+        } else {
+            writeln!(buf, "[embsolve {}] {}", record.level(), record.args())
+        }
+    });
+    let _ = builder.try_init();
+}
+
+/// Abort the whole MPI job on a panic so no rank waits forever for a dead peer.
+fn abort_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        // SAFETY-free: MPI_Abort through the C API of the already-initialised library.
+        embsolve::comm::abort_world(1);
+    }));
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let status = match cli.command {
+        Command::Run {
+            config,
+            set,
+            resume,
+        } => {
+            let Some(comm) = MpiComm::init() else {
+                eprintln!("embsolve: MPI was already initialised");
+                std::process::exit(1);
+            };
+            init_logging(comm.rank(), comm.size());
+            abort_on_panic();
+            embsolve::signals::install();
+            let outcome = pipeline::agree(&comm, RunConfig::load(&config, &set)).and_then(|cfg| {
+                pipeline::run(&comm, &cfg, &RunOptions { resume }).map(|s| (cfg, s))
+            });
+            match outcome {
+                Ok((cfg, summary)) => {
+                    if comm.rank() == 0 {
+                        print_summary(&cfg, &summary);
+                    }
+                    0
+                }
+                Err(e) => report_error(&e),
+            }
+        }
+        Command::Selftest { filter } => {
+            let Some(comm) = MpiComm::init() else {
+                std::process::exit(1);
+            };
+            init_logging(comm.rank(), comm.size());
+            abort_on_panic();
+            let failures = embsolve::selftest::run(&comm, filter.as_deref());
+            i32::from(failures > 0)
+        }
+    };
+    std::process::exit(status);
+}
+
+/// Print an error (only the rank that owns it does; peers stay silent) and return its status.
+fn report_error(e: &Error) -> i32 {
+    if e.kind != embsolve::ErrorKind::Peer {
+        eprintln!("embsolve: {e}");
+    }
+    e.exit_status()
+}
+
+fn print_summary(config: &RunConfig, summary: &pipeline::RunSummary) {
+    println!(
+        "embsolve {}: {} rows x {} on {} ranks x {} threads ({}); results in {}",
+        summary.version,
+        summary.n_rows,
+        summary.dim,
+        summary.n_ranks,
+        summary.threads_per_rank,
+        summary.backend,
+        config.output.dir.display()
+    );
+    for (phase, span) in &summary.phases {
+        if span.max_s > 0.0 {
+            println!("  {phase:<11} {:>9.3} s (max over ranks)", span.max_s);
+        }
+    }
+    println!("  results     {}", summary.results);
+}

@@ -1,0 +1,1 @@
+//! `embsolve report RESULTS_DIR`: report.html with PNG plots.
