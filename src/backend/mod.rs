@@ -1,25 +1,36 @@
-//! Offloadable kernels behind one seam: the kNN tile with its top-k (and the batched real FFT).
-//! `cpu` is always there; `cuda` (through the `embsolve-cuda` crate) is chosen at run time when a
-//! GPU is usable. The only home of CUDA in this crate.
+//! Offloadable kernels behind one seam: the kNN distance tile with its top-k (and the batched real
+//! FFT). `cpu` is always there; `cuda` (through the `embsolve-cuda` crate) is chosen at run time
+//! when a GPU is usable. The only home of CUDA in this crate.
 
-use crate::config::BackendChoice;
+use crate::config::{BackendChoice, Metric};
+use crate::dist::knn::KnnLists;
 use crate::error::Result;
+use ndarray::ArrayView2;
 
-/// A kNN engine for one rank: it holds the rank's query rows and merges blocks of reference rows
-/// into the running top-k lists.
+/// A kNN engine for one rank. It holds this rank's query rows and merges blocks of reference rows
+/// (arriving around the ring) into the running top-k lists. Lists must be identical for every
+/// backend: nearest first, self excluded, ties to the smaller global row.
 pub trait KnnBackend {
     fn name(&self) -> &'static str;
+    /// Start a search for `queries` (global rows `query_start..`), keeping `k` neighbours.
+    fn begin(
+        &mut self,
+        queries: ArrayView2<f32>,
+        query_start: usize,
+        k: usize,
+        metric: Metric,
+    ) -> Result<()>;
+    /// Merge one block of reference rows (global rows `block_start..`) into the lists.
+    fn add_block(&mut self, block: ArrayView2<f32>, block_start: usize) -> Result<()>;
+    /// The finished lists of the queries given to `begin`.
+    fn finish(&mut self) -> Result<KnnLists>;
 }
 
-struct CpuStub;
-impl KnnBackend for CpuStub {
-    fn name(&self) -> &'static str {
-        "cpu"
-    }
-}
-
-/// Pick the backend for `knn.backend` (never panics when CUDA is missing).
+/// Pick the backend for `knn.backend`. Never panics when CUDA is missing: `auto` falls back to
+/// the CPU, `cuda` is a clear error (exit 2).
 pub fn select_knn_backend(choice: BackendChoice, local_rank: usize) -> Result<Box<dyn KnnBackend>> {
     let _ = (choice, local_rank);
-    Ok(Box::new(CpuStub))
+    Err(crate::error::Error::internal(
+        "the kNN backends are not built yet",
+    ))
 }

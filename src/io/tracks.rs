@@ -5,7 +5,14 @@ use crate::error::{Error, Result};
 use std::path::Path;
 
 /// `embsolve generate --kind tracks`: `n_sequences` synthetic DNA tracks of about `length` bases.
-pub fn generate_tracks(n_sequences: usize, length: usize, seed: u64, format: &str, shards: usize, out: &Path) -> Result<()> {
+pub fn generate_tracks(
+    n_sequences: usize,
+    length: usize,
+    seed: u64,
+    format: &str,
+    shards: usize,
+    out: &Path,
+) -> Result<()> {
     let _ = (n_sequences, length, seed, format, shards, out);
     Err(Error::usage("generate --kind tracks is not built yet"))
 }
