@@ -33,6 +33,11 @@ enum Command {
         #[arg(long)]
         resume: bool,
     },
+    /// Write report.html and PNG plots from RESULTS_DIR/results.h5 and run.json (no MPI needed).
+    Report {
+        /// A run's output.dir.
+        results_dir: PathBuf,
+    },
     /// Run the built-in multi-rank checks (used by the test suite).
     #[command(hide = true)]
     Selftest {
@@ -94,6 +99,16 @@ fn main() {
                     if comm.rank() == 0 {
                         print_summary(&cfg, &summary);
                     }
+                    0
+                }
+                Err(e) => report_error(&e),
+            }
+        }
+        Command::Report { results_dir } => {
+            init_logging(0, 1);
+            match embsolve::report::write_report(&results_dir) {
+                Ok(page) => {
+                    println!("{}", page.display());
                     0
                 }
                 Err(e) => report_error(&e),

@@ -2,6 +2,7 @@
 //! block, the synthetic-data generator's writers, and the results writer.
 
 pub mod results;
+pub mod results_reader;
 pub mod tracks;
 
 use crate::config::InputSection;
