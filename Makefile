@@ -24,7 +24,7 @@ deps:
 	@scripts/deps.sh
 
 build: deps
-	cargo build --release --locked 2>&1 | grep -v '^\s*Fresh' || true
+	cargo build --release --locked
 	@test -x $(BIN)
 
 $(VENV)/.ok: ray/pyproject.toml scripts/venv.sh

@@ -7,6 +7,7 @@
 //! kernels and `Comm`; `pipeline` is the driver.
 
 pub mod backend;
+pub mod checkpoint;
 pub mod comm;
 pub mod config;
 pub mod dist;

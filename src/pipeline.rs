@@ -2,6 +2,7 @@
 //! components -> pagerank -> spectral -> fft -> write, each phase timed (max over ranks), with the
 //! ranks agreeing after every phase that can fail locally, so no rank waits alone in a collective.
 
+use crate::checkpoint::{Checkpoints, Payload};
 use crate::comm::{self, Comm};
 use crate::config::RunConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -131,7 +132,7 @@ fn run_phases(ctx: &mut Context, options: &RunOptions) -> Result<RunSummary> {
     let rank = comm.rank();
     let out_dir = config.output.dir.clone();
     agree(comm, prepare_output_dir(comm, &out_dir))?;
-    let _ = options;
+    let checkpoints = open_checkpoints(comm, config, options.resume)?;
 
     // read
     let (info, block, layout) = {
@@ -214,6 +215,7 @@ fn run_phases(ctx: &mut Context, options: &RunOptions) -> Result<RunSummary> {
 
     let stage = run_solvers(
         ctx,
+        &checkpoints,
         &layout,
         embeddings.view(),
         block.labels.as_deref(),
@@ -253,6 +255,32 @@ fn run_phases(ctx: &mut Context, options: &RunOptions) -> Result<RunSummary> {
         agree(comm, Ok(()))?;
     }
     Ok(summary)
+}
+
+/// The checkpoint store of this run: rank 0 hashes the input files and config, every rank gets
+/// the stamp (collective).
+fn open_checkpoints(comm: &dyn Comm, config: &RunConfig, resume: bool) -> Result<Checkpoints> {
+    let stamp = if comm.rank() == 0 {
+        crate::checkpoint::stamp(config, comm.size())
+    } else {
+        Ok([0u8; 32])
+    };
+    let stamp = agree(comm, stamp)?;
+    let mut bytes = stamp.to_vec();
+    comm.broadcast_bytes(0, &mut bytes);
+    let stamp: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| Error::internal("checkpoint stamp broadcast"))?;
+    agree(
+        comm,
+        Checkpoints::open(
+            comm,
+            &config.output.dir,
+            stamp,
+            config.output.checkpoint,
+            resume,
+        ),
+    )
 }
 
 /// A config error known to every rank (same test on every rank): rank 0 prints it.
@@ -344,6 +372,7 @@ pub struct SolverOutcome {
 /// knn -> graph -> components -> pagerank -> spectral -> fft, each timed and followed by a safe point.
 fn run_solvers(
     ctx: &mut Context,
+    checkpoints: &Checkpoints,
     layout: &RowLayout,
     embeddings: ndarray::ArrayView2<f32>,
     labels: Option<&[i64]>,
@@ -411,7 +440,26 @@ fn run_solvers(
 
     if config.pagerank.enabled {
         let start = std::time::Instant::now();
-        let outcome = crate::dist::pagerank::pagerank(comm, &graph, &config.pagerank);
+        let saved = checkpoints.load(comm, "pagerank").and_then(|mut p| {
+            Some(crate::dist::pagerank::PagerankOutcome {
+                scores: p.vec()?,
+                iterations: p.u64()? as usize,
+                residual: p.f64()?,
+            })
+        });
+        let outcome = match saved {
+            Some(outcome) => outcome,
+            None => {
+                let outcome = crate::dist::pagerank::pagerank(comm, &graph, &config.pagerank);
+                let mut payload = Payload::default();
+                payload
+                    .put_slice(&outcome.scores)
+                    .put_u64(outcome.iterations as u64)
+                    .put_f64(outcome.residual);
+                agree(comm, checkpoints.save("pagerank", &payload))?;
+                outcome
+            }
+        };
         ctx.timers.add("pagerank", start.elapsed().as_secs_f64());
         results.insert("pagerank_iterations".into(), outcome.iterations.into());
         global.pagerank = Some(crate::results::PagerankSummary {

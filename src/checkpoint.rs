@@ -1,0 +1,253 @@
+//! Checkpoints of finished stages, so `embsolve run --resume` skips them after a preemption,
+//! time limit or crash. Each rank keeps its own slice of a stage in
+//! `output.dir/checkpoint/<stage>.rank<r>-of-<P>.bin`, written atomically and stamped with a hash
+//! of the input files and the config. A stage counts as finished only when every rank holds a file
+//! with the current stamp (a collective check), so a crash in the middle of saving is harmless.
+
+use crate::comm::Comm;
+use crate::config::RunConfig;
+use crate::error::{Error, Result};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"EMBSCKP1";
+
+/// The hash of what a run's results depend on: the input files (paths, sizes, modification times),
+/// the resolved config (output section excluded) and the number of ranks.
+pub fn stamp(config: &RunConfig, n_ranks: usize) -> Result<[u8; 32]> {
+    let mut hasher = Sha256::new();
+    let mut relevant = config.clone();
+    relevant.output.checkpoint = true;
+    relevant.output.dir = PathBuf::new();
+    relevant.run.threads = 0;
+    hasher.update(relevant.to_toml().as_bytes());
+    hasher.update((n_ranks as u64).to_le_bytes());
+    let mut inputs = vec![config.input.path.clone()];
+    if config.fft.enabled {
+        inputs.push(PathBuf::from(&config.fft.tracks));
+    }
+    for root in inputs {
+        for (path, size, modified) in file_fingerprints(&root)? {
+            hasher.update(path.as_bytes());
+            hasher.update(size.to_le_bytes());
+            hasher.update(modified.to_le_bytes());
+        }
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// (relative path, size, mtime ns) of every file under `root` (or of `root` itself), sorted.
+fn file_fingerprints(root: &Path) -> Result<Vec<(String, u64, u128)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::metadata(&path)
+            .map_err(|e| Error::input(format!("{}: {e}", path.display())))?;
+        if meta.is_dir() {
+            let entries = std::fs::read_dir(&path)
+                .map_err(|e| Error::input(format!("{}: {e}", path.display())))?;
+            for entry in entries.flatten() {
+                stack.push(entry.path());
+            }
+        } else {
+            let modified = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let relative = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            out.push((relative, meta.len(), modified));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Checkpoints of one run on one rank.
+pub struct Checkpoints {
+    dir: PathBuf,
+    stamp: [u8; 32],
+    rank: usize,
+    n_ranks: usize,
+    enabled: bool,
+    resume: bool,
+}
+
+impl Checkpoints {
+    /// Set up the store (collective). With `resume`, checkpoints written for another input, config
+    /// or rank count are a clear error (exit 2); without it, earlier checkpoints are ignored and
+    /// overwritten as stages finish.
+    pub fn open(
+        comm: &dyn Comm,
+        out_dir: &Path,
+        stamp: [u8; 32],
+        enabled: bool,
+        resume: bool,
+    ) -> Result<Checkpoints> {
+        let dir = out_dir.join("checkpoint");
+        let store = Checkpoints {
+            dir,
+            stamp,
+            rank: comm.rank(),
+            n_ranks: comm.size(),
+            enabled,
+            resume,
+        };
+        if comm.rank() == 0 && enabled {
+            std::fs::create_dir_all(&store.dir).map_err(|e| {
+                Error::output(format!("cannot create {}: {e}", store.dir.display()))
+            })?;
+            let stamp_file = store.dir.join("stamp");
+            let hex: String = stamp.iter().map(|b| format!("{b:02x}")).collect();
+            if resume {
+                if let Ok(previous) = std::fs::read_to_string(&stamp_file) {
+                    let (previous_hex, previous_ranks) = previous
+                        .trim()
+                        .split_once(' ')
+                        .unwrap_or((previous.trim(), "?"));
+                    if previous_hex != hex {
+                        return Err(Error::config(format!(
+                            "--resume: the checkpoints in {} were written for another input or config \
+                             (or {previous_ranks} ranks; this run has {}); remove them or run without --resume",
+                            store.dir.display(),
+                            comm.size()
+                        )));
+                    }
+                }
+            }
+            crate::pipeline::write_atomic(
+                &stamp_file,
+                format!("{hex} {}\n", comm.size()).as_bytes(),
+            )?;
+        }
+        Ok(store)
+    }
+
+    fn path(&self, stage: &str) -> PathBuf {
+        self.dir
+            .join(format!("{stage}.rank{}-of-{}.bin", self.rank, self.n_ranks))
+    }
+
+    /// Keep this rank's slice of `stage` (atomically). A no-op when checkpoints are off.
+    pub fn save(&self, stage: &str, payload: &Payload) -> Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let mut bytes = Vec::with_capacity(payload.bytes.len() + 64);
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&self.stamp);
+        bytes.extend_from_slice(&(payload.bytes.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&payload.bytes);
+        crate::pipeline::write_atomic(&self.path(stage), &bytes)
+    }
+
+    /// This rank's slice of `stage` if every rank has a valid one and the run resumes
+    /// (collective: all ranks get Some or all get None).
+    pub fn load(&self, comm: &dyn Comm, stage: &str) -> Option<Payload> {
+        let mine = if self.enabled && self.resume {
+            self.read(stage)
+        } else {
+            None
+        };
+        let mut all = [mine.is_some() as u64];
+        comm.allreduce_min_u64(&mut all);
+        if all[0] == 1 {
+            if comm.rank() == 0 {
+                log::info!("{stage}: resumed from {}", self.dir.display());
+            }
+            mine
+        } else {
+            None
+        }
+    }
+
+    fn read(&self, stage: &str) -> Option<Payload> {
+        let bytes = std::fs::read(self.path(stage)).ok()?;
+        if bytes.len() < 48 || &bytes[..8] != MAGIC || bytes[8..40] != self.stamp {
+            return None;
+        }
+        let len = u64::from_le_bytes(bytes[40..48].try_into().ok()?) as usize;
+        (bytes.len() == 48 + len).then(|| Payload {
+            bytes: bytes[48..].to_vec(),
+            cursor: 0,
+        })
+    }
+}
+
+/// A stage's data as a flat little-endian byte string: typed values appended, then read back in
+/// the same order.
+#[derive(Debug, Default, Clone)]
+pub struct Payload {
+    bytes: Vec<u8>,
+    cursor: usize,
+}
+
+impl Payload {
+    pub fn put_u64(&mut self, value: u64) -> &mut Self {
+        self.bytes.extend_from_slice(&value.to_le_bytes());
+        self
+    }
+    pub fn put_f64(&mut self, value: f64) -> &mut Self {
+        self.put_u64(value.to_bits())
+    }
+    pub fn put_slice<T: bytemuck::Pod>(&mut self, values: &[T]) -> &mut Self {
+        self.put_u64(values.len() as u64);
+        self.bytes.extend_from_slice(bytemuck::cast_slice(values));
+        self
+    }
+
+    pub fn u64(&mut self) -> Option<u64> {
+        let raw = self.bytes.get(self.cursor..self.cursor + 8)?;
+        self.cursor += 8;
+        Some(u64::from_le_bytes(raw.try_into().ok()?))
+    }
+    pub fn f64(&mut self) -> Option<f64> {
+        self.u64().map(f64::from_bits)
+    }
+    pub fn vec<T: bytemuck::Pod>(&mut self) -> Option<Vec<T>> {
+        let n = self.u64()? as usize;
+        let size = n.checked_mul(std::mem::size_of::<T>())?;
+        let raw = self.bytes.get(self.cursor..self.cursor + size)?;
+        self.cursor += size;
+        Some(bytemuck::pod_collect_to_vec(raw))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::comm::SerialComm;
+
+    #[test]
+    fn payload_round_trips_and_stamp_guards_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let comm = SerialComm;
+        let store = Checkpoints::open(&comm, dir.path(), [7; 32], true, false).unwrap();
+        let mut payload = Payload::default();
+        payload
+            .put_u64(3)
+            .put_slice(&[1i64, -2, 3])
+            .put_f64(0.25)
+            .put_slice(&[1.5f32]);
+        store.save("knn", &payload).unwrap();
+        // Without --resume nothing is loaded.
+        assert!(store.load(&comm, "knn").is_none());
+        let resumed = Checkpoints::open(&comm, dir.path(), [7; 32], true, true).unwrap();
+        let mut back = resumed.load(&comm, "knn").unwrap();
+        assert_eq!(back.u64(), Some(3));
+        assert_eq!(back.vec::<i64>(), Some(vec![1, -2, 3]));
+        assert_eq!(back.f64(), Some(0.25));
+        assert_eq!(back.vec::<f32>(), Some(vec![1.5]));
+        assert!(resumed.load(&comm, "spectral").is_none());
+        let err = Checkpoints::open(&comm, dir.path(), [8; 32], true, true)
+            .err()
+            .unwrap();
+        assert_eq!(err.exit_status(), 2);
+        assert!(err.message.contains("--resume"), "{}", err.message);
+    }
+}
