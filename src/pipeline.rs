@@ -305,8 +305,12 @@ fn prepare_output_dir(comm: &dyn Comm, dir: &Path) -> Result<()> {
     if comm.rank() != 0 {
         return Ok(());
     }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::output(format!("cannot create output.dir {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error::config(format!(
+            "output.dir {} cannot be created: {e}",
+            dir.display()
+        ))
+    })?;
     let probe = dir.join(".embsolve-write-probe");
     std::fs::write(&probe, b"")
         .map_err(|e| Error::config(format!("output.dir {} is not writable: {e}", dir.display())))?;
