@@ -12,6 +12,8 @@ use ndarray::ArrayView2;
 #[derive(Default)]
 pub struct CpuKnn {
     search: Option<KnnSearch>,
+    /// Exact evaluations of finished searches.
+    finished_evaluations: u64,
     dim: usize,
     query_start: usize,
     shape: TileShape,
@@ -30,9 +32,9 @@ impl CpuKnn {
         }
     }
 
-    /// Pairs whose exact distance was computed by the current search.
+    /// Pairs whose exact distance was computed (the filter's pass count), over all searches.
     pub fn exact_evaluations(&self) -> u64 {
-        self.search.as_ref().map_or(0, KnnSearch::exact_evaluations)
+        self.finished_evaluations + self.search.as_ref().map_or(0, KnnSearch::exact_evaluations)
     }
 }
 
@@ -89,6 +91,7 @@ impl KnnBackend for CpuKnn {
             .search
             .take()
             .ok_or_else(|| Error::internal("cpu knn: finish before begin"))?;
+        self.finished_evaluations += search.exact_evaluations();
         let neighbours = search.finish().map_err(|row| {
             Error::input(format!(
                 "knn: global row {row} has fewer than k neighbours with a finite distance \

@@ -172,6 +172,8 @@ struct Params {
     shape: TileShape,
     /// Relative error margin of a GEMM value: 4 x the worst-case `2 γ_D` (module doc).
     margin: f64,
+    /// The CPU has AVX2 (faster candidate scan; same result).
+    avx2: bool,
 }
 
 /// Exact kNN for a fixed set of queries, fed with blocks of reference rows in any order.
@@ -208,6 +210,7 @@ impl KnnSearch {
             dim,
             shape,
             margin,
+            avx2: has_avx2(),
         };
         let workers = (0..n_workers)
             .map(|w| {
@@ -338,12 +341,10 @@ impl Worker {
                     let keys = &tile[local * shape.ref_rows..local * shape.ref_rows + n_ref];
                     let offsets = &block.half_sq_norms[ref_first..ref_first + n_ref];
                     let mut from = 0;
-                    while let Some(found) = match params.metric {
-                        Metric::L2 => next_candidate_l2(keys, offsets, from, self.thresholds[q]),
-                        Metric::Cosine | Metric::Ip => {
-                            next_candidate(keys, from, self.thresholds[q])
-                        }
-                    } {
+                    let offsets = (params.metric == Metric::L2).then_some(offsets);
+                    while let Some(found) =
+                        next_candidate(keys, offsets, from, self.thresholds[q], params.avx2)
+                    {
                         self.offer(params, q, block, ref_first + found);
                         from = found + 1;
                     }
@@ -414,6 +415,17 @@ impl Worker {
     }
 }
 
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// The next float below `x` (finite `x`).
 fn next_down(x: f32) -> f32 {
     if x == 0.0 {
@@ -432,62 +444,86 @@ fn sum_sq(row: &[f32]) -> f32 {
     canonical_dot(row, row)
 }
 
-/// First position `>= from` whose key is `>= threshold`; skips 32 keys per compare step.
+/// First position `>= from` whose key (`keys[j]`, minus `offsets[j]` for l2) is `>= threshold`.
+/// Compares 32 keys per step; uses AVX2 when the CPU has it (same answer either way).
 #[inline]
-fn next_candidate(keys: &[f32], from: usize, threshold: f32) -> Option<usize> {
-    let mut start = from;
-    // Walk to a chunk boundary one key at a time.
-    while start < keys.len() && start % SCAN_CHUNK != 0 {
-        if keys[start] >= threshold {
-            return Some(start);
-        }
-        start += 1;
+fn next_candidate(
+    keys: &[f32],
+    offsets: Option<&[f32]>,
+    from: usize,
+    threshold: f32,
+    avx2: bool,
+) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: `avx2` is true only when the CPU reports AVX2 (checked in `KnnSearch::new`).
+        return unsafe {
+            match offsets {
+                Some(offsets) => next_candidate_avx2::<true>(keys, offsets, from, threshold),
+                None => next_candidate_avx2::<false>(keys, keys, from, threshold),
+            }
+        };
     }
-    for (chunk_index, chunk) in keys[start..].chunks(SCAN_CHUNK).enumerate() {
-        let mut hit = false;
-        for &key in chunk {
-            hit |= key >= threshold;
-        }
-        if hit {
-            let base = start + chunk_index * SCAN_CHUNK;
-            return chunk
-                .iter()
-                .position(|&key| key >= threshold)
-                .map(|p| base + p);
-        }
+    let _ = avx2;
+    match offsets {
+        Some(offsets) => next_candidate_portable::<true>(keys, offsets, from, threshold),
+        None => next_candidate_portable::<false>(keys, keys, from, threshold),
     }
-    None
 }
 
-/// As [`next_candidate`] for the l2 key `dot - |b|^2 / 2`.
-#[inline]
-fn next_candidate_l2(keys: &[f32], offsets: &[f32], from: usize, threshold: f32) -> Option<usize> {
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn next_candidate_avx2<const L2: bool>(
+    keys: &[f32],
+    offsets: &[f32],
+    from: usize,
+    threshold: f32,
+) -> Option<usize> {
+    next_candidate_portable::<L2>(keys, offsets, from, threshold)
+}
+
+#[inline(always)]
+fn next_candidate_portable<const L2: bool>(
+    keys: &[f32],
+    offsets: &[f32],
+    from: usize,
+    threshold: f32,
+) -> Option<usize> {
+    let key = |j: usize| {
+        if L2 {
+            keys[j] - offsets[j]
+        } else {
+            keys[j]
+        }
+    };
+    let n = keys.len();
     let mut start = from;
-    while start < keys.len() && start % SCAN_CHUNK != 0 {
-        if keys[start] - offsets[start] >= threshold {
-            return Some(start);
-        }
-        start += 1;
-    }
-    for (chunk_index, (chunk, offset)) in keys[start..]
-        .chunks(SCAN_CHUNK)
-        .zip(offsets[start..].chunks(SCAN_CHUNK))
-        .enumerate()
-    {
-        let mut hit = false;
-        for (&key, &off) in chunk.iter().zip(offset) {
-            hit |= key - off >= threshold;
-        }
+    while start + SCAN_CHUNK <= n {
+        let chunk: &[f32; SCAN_CHUNK] = keys[start..start + SCAN_CHUNK]
+            .try_into()
+            .expect("chunk length");
+        let hit = if L2 {
+            let offset: &[f32; SCAN_CHUNK] = offsets[start..start + SCAN_CHUNK]
+                .try_into()
+                .expect("chunk length");
+            let mut hit = false;
+            for j in 0..SCAN_CHUNK {
+                hit |= chunk[j] - offset[j] >= threshold;
+            }
+            hit
+        } else {
+            let mut hit = false;
+            for value in chunk {
+                hit |= *value >= threshold;
+            }
+            hit
+        };
         if hit {
-            let base = start + chunk_index * SCAN_CHUNK;
-            return chunk
-                .iter()
-                .zip(offset)
-                .position(|(&key, &off)| key - off >= threshold)
-                .map(|p| base + p);
+            return (start..start + SCAN_CHUNK).find(|&j| key(j) >= threshold);
         }
+        start += SCAN_CHUNK;
     }
-    None
+    (start..n).find(|&j| key(j) >= threshold)
 }
 
 /// `tile[i * tile_stride + j] = dot(query i, reference j)` for an `n_query x n_ref` tile, with the
