@@ -43,3 +43,25 @@ pub fn select_knn_backend(choice: BackendChoice, local_rank: usize) -> Result<Bo
     }
     // ---- end of the CUDA plug-in point ----
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn cpu_and_auto_give_the_cpu_and_cuda_is_a_backend_error() {
+        assert_eq!(
+            select_knn_backend(BackendChoice::Cpu, 0).unwrap().name(),
+            "cpu"
+        );
+        assert_eq!(
+            select_knn_backend(BackendChoice::Auto, 1).unwrap().name(),
+            "cpu"
+        );
+        let err = select_knn_backend(BackendChoice::Cuda, 0).err().unwrap();
+        assert_eq!(err.kind, ErrorKind::Backend);
+        assert_eq!(err.exit_status(), 2);
+        assert!(err.message.contains("knn.backend"), "{}", err.message);
+    }
+}

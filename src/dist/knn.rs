@@ -102,3 +102,54 @@ pub fn exact_knn(
     }
     Ok(lists)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuKnn;
+    use crate::comm::SerialComm;
+    use crate::error::ErrorKind;
+    use ndarray::Array2;
+
+    fn rows() -> Array2<f32> {
+        Array2::from_shape_fn((40, 6), |(i, j)| ((i * 7 + j * 3) % 5) as f32 - 2.0)
+    }
+
+    #[test]
+    fn one_rank_equals_the_oracle() {
+        let rows = rows();
+        let layout = RowLayout::new(40, 1);
+        let mut backend = CpuKnn::new();
+        let lists = exact_knn(
+            &SerialComm,
+            &layout,
+            rows.view(),
+            6,
+            Metric::L2,
+            &mut backend,
+        )
+        .unwrap();
+        let (indices, distances) = crate::kernels::reference::knn_naive(rows.view(), 6, Metric::L2);
+        assert_eq!(lists.indices, indices);
+        assert_eq!(lists.distances, distances);
+    }
+
+    #[test]
+    fn k_not_below_n_rows_is_a_config_error() {
+        let rows = rows();
+        let layout = RowLayout::new(40, 1);
+        for k in [0, 40, 41] {
+            let err = exact_knn(
+                &SerialComm,
+                &layout,
+                rows.view(),
+                k,
+                Metric::Ip,
+                &mut CpuKnn::new(),
+            )
+            .unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Config, "k = {k}");
+            assert!(err.message.contains("knn.k"), "{}", err.message);
+        }
+    }
+}
