@@ -15,6 +15,10 @@ pub fn checks() -> Vec<(&'static str, Check)> {
     vec![
         ("exact_allreduce", check_exact_allreduce),
         ("io_read_blocks", check_io_read_blocks),
+        ("knn_ring_cosine", check_knn_ring_cosine),
+        ("knn_ring_l2", check_knn_ring_l2),
+        ("knn_ring_ip", check_knn_ring_ip),
+        ("knn_fewer_rows_than_ranks", check_knn_fewer_rows_than_ranks),
     ]
 }
 
@@ -149,3 +153,131 @@ fn check_io_read_blocks(comm: &dyn Comm) -> Result<(), String> {
     }
     outcome
 }
+// ---- kNN checks ----
+
+/// Seeded rows with deliberate ties: exact duplicates and few distinct values (equal distances
+/// between distinct rows). Unit length for cosine. Every rank builds the same matrix.
+fn knn_rows(n_rows: usize, dim: usize, seed: u64, unit: bool) -> ndarray::Array2<f32> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut rows = ndarray::Array2::<f32>::zeros((n_rows, dim));
+    for i in 0..n_rows {
+        if i > 0 && rng.gen_bool(0.15) {
+            let copy = rows.row(rng.gen_range(0..i)).to_owned();
+            rows.row_mut(i).assign(&copy);
+            continue;
+        }
+        for value in rows.row_mut(i).iter_mut() {
+            *value = rng.gen_range(-3i32..=3) as f32 * 0.25;
+        }
+        if unit && rows.row(i).iter().all(|v| *v == 0.0) {
+            rows[[i, 0]] = 1.0;
+        }
+    }
+    if unit {
+        for mut row in rows.rows_mut() {
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            row.mapv_inplace(|v| v / norm);
+        }
+    }
+    rows
+}
+
+/// Ring kNN on `comm` (with small tiles, so blocks split into many tiles) against the serial
+/// brute-force oracle on the whole matrix: identical indices and distance bits on every rank.
+fn check_knn_against_oracle(
+    comm: &dyn Comm,
+    n_rows: usize,
+    dim: usize,
+    k: usize,
+    metric: crate::config::Metric,
+) -> Result<(), String> {
+    use crate::backend::cpu::CpuKnn;
+    use crate::kernels::knn::TileShape;
+    let rows = knn_rows(
+        n_rows,
+        dim,
+        17 + n_rows as u64,
+        metric == crate::config::Metric::Cosine,
+    );
+    let layout = RowLayout::new(n_rows, comm.size());
+    let range = layout.range(comm.rank());
+    let local = rows.slice(ndarray::s![range.clone(), ..]);
+    let (want_indices, want_distances) =
+        crate::kernels::reference::knn_naive(rows.view(), k, metric);
+    for shape in [
+        TileShape::default(),
+        TileShape {
+            query_rows: 5,
+            ref_rows: 9,
+        },
+    ] {
+        let mut backend = CpuKnn::with_tile_shape(shape);
+        let lists = crate::dist::knn::exact_knn(comm, &layout, local, k, metric, &mut backend)
+            .map_err(|e| format!("exact_knn failed: {e}"))?;
+        let want = range.start * k..range.end * k;
+        if lists.indices != want_indices[want.clone()] {
+            let first = lists
+                .indices
+                .iter()
+                .zip(&want_indices[want.clone()])
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            return Err(format!(
+                "{metric:?} tiles {shape:?}: global row {} neighbour {} is {:?}, oracle {}",
+                range.start + first / k,
+                first % k,
+                lists.indices.get(first),
+                want_indices[want.start + first]
+            ));
+        }
+        let same_bits = lists
+            .distances
+            .iter()
+            .zip(&want_distances[want])
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        if !same_bits {
+            return Err(format!(
+                "{metric:?} tiles {shape:?}: distances differ from the oracle"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_knn_ring_cosine(comm: &dyn Comm) -> Result<(), String> {
+    check_knn_against_oracle(comm, 601, 21, 7, crate::config::Metric::Cosine)
+}
+
+fn check_knn_ring_l2(comm: &dyn Comm) -> Result<(), String> {
+    check_knn_against_oracle(comm, 433, 16, 16, crate::config::Metric::L2)
+}
+
+fn check_knn_ring_ip(comm: &dyn Comm) -> Result<(), String> {
+    check_knn_against_oracle(comm, 250, 9, 5, crate::config::Metric::Ip)
+}
+
+/// Three rows on up to four ranks: some ranks own no rows and still pass blocks on; k = 2 is the
+/// largest valid k, and k = 3 is a config error on every rank.
+fn check_knn_fewer_rows_than_ranks(comm: &dyn Comm) -> Result<(), String> {
+    check_knn_against_oracle(comm, 3, 4, 2, crate::config::Metric::L2)?;
+    let rows = knn_rows(3, 4, 1, false);
+    let layout = RowLayout::new(3, comm.size());
+    let local = rows.slice(ndarray::s![layout.range(comm.rank()), ..]);
+    let mut backend = crate::backend::cpu::CpuKnn::new();
+    match crate::dist::knn::exact_knn(
+        comm,
+        &layout,
+        local,
+        3,
+        crate::config::Metric::L2,
+        &mut backend,
+    ) {
+        Err(e) if e.kind == crate::error::ErrorKind::Config && e.message.contains("knn.k") => {
+            Ok(())
+        }
+        Err(e) => Err(format!("k = n_rows gave the wrong error: {e}")),
+        Ok(_) => Err("k = n_rows was accepted".into()),
+    }
+}
+// ---- end of kNN checks ----
