@@ -158,7 +158,7 @@ fn blob_knn(n_rows: usize, dim: usize, k: usize, seed: u64) -> crate::dist::knn:
         points.extend(p);
     }
     let (indices, distances) =
-        crate::kernels::reference::knn_naive(&points, dim, k, crate::config::Metric::Cosine);
+        crate::kernels::reference::graph_knn_naive(&points, dim, k, crate::config::Metric::Cosine);
     crate::dist::knn::KnnLists {
         k,
         indices,

@@ -500,7 +500,7 @@ mod tests {
             p.iter_mut().for_each(|x| *x /= norm);
             points.extend(p);
         }
-        let (indices, distances) = reference::knn_naive(&points, dim, k, metric);
+        let (indices, distances) = reference::graph_knn_naive(&points, dim, k, metric);
         KnnLists {
             k,
             indices,

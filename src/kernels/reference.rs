@@ -91,9 +91,14 @@ pub fn pagerank_dense(
     (scores, steps, change)
 }
 
-/// Exact kNN by brute force over `n` points of dimension `dim` (row-major), self excluded, ties
+/// Exact kNN by brute force (graph tests) over `n` points of dimension `dim` (row-major), self excluded, ties
 /// broken by the smaller row. Distances as in `/knn/distances`: 1 - cosine, Euclidean, or -dot.
-pub fn knn_naive(points: &[f32], dim: usize, k: usize, metric: Metric) -> (Vec<u64>, Vec<f32>) {
+pub fn graph_knn_naive(
+    points: &[f32],
+    dim: usize,
+    k: usize,
+    metric: Metric,
+) -> (Vec<u64>, Vec<f32>) {
     let n = points.len() / dim;
     let row = |i: usize| &points[i * dim..(i + 1) * dim];
     let norm = |a: &[f32]| {
