@@ -2,6 +2,8 @@
 //! naive oracle in `reference` that the unit tests compare against.
 
 pub mod exact;
+pub mod kmeans;
+pub mod lanczos;
 pub mod linop;
 pub mod pca;
 pub mod reference;
