@@ -29,8 +29,6 @@ pub struct SpectralOutcome {
     pub iterations: usize,
     /// Whether every residual reached `spectral.tol` before `spectral.max_iter`.
     pub converged: bool,
-    /// Residual norms of the eigenpairs.
-    pub residuals: Vec<f64>,
 }
 
 /// Spectral clustering of the graph. Collective over `comm`.
@@ -76,10 +74,11 @@ pub fn spectral_on_operator(
     let n_eigs = eigen.eigenvalues.len();
     let n_local = operator.local_len();
     log::info!(
-        "spectral: {} Lanczos iterations, converged = {}, eigenvalues {:?}",
+        "spectral: {} Lanczos iterations, converged = {}, eigenvalues {:?}, largest residual {:e}",
         eigen.iterations,
         eigen.converged,
-        eigen.eigenvalues
+        eigen.eigenvalues,
+        eigen.residuals.iter().fold(0.0f64, |m, &r| m.max(r))
     );
 
     let mut embedding = Array2::<f32>::zeros((n_local, n_eigs));
@@ -117,7 +116,6 @@ pub fn spectral_on_operator(
         n_clusters,
         iterations: eigen.iterations,
         converged: eigen.converged,
-        residuals: eigen.residuals,
     }
 }
 
