@@ -4,6 +4,8 @@
 pub mod csr;
 pub mod exact;
 pub mod knn;
+pub mod kmeans;
+pub mod lanczos;
 pub mod linop;
 pub mod pagerank;
 pub mod pca;
