@@ -2,6 +2,7 @@
 //! naive oracle in `reference` that the unit tests compare against.
 
 pub mod exact;
+pub mod fft;
 pub mod linop;
 pub mod pca;
 pub mod reference;
