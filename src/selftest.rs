@@ -30,6 +30,7 @@ pub fn checks() -> Vec<(&'static str, Check)> {
     ]
 }
 
+
 /// Run every check (or those whose name contains `filter`); returns the number of failures.
 pub fn run(comm: &dyn Comm, filter: Option<&str>) -> usize {
     let mut failures = 0;
@@ -161,6 +162,7 @@ fn check_io_read_blocks(comm: &dyn Comm) -> Result<(), String> {
     }
     outcome
 }
+
 // ---- kNN checks ----
 
 /// Seeded rows with deliberate ties: exact duplicates and few distinct values (equal distances
@@ -247,6 +249,49 @@ fn check_knn_against_oracle(
         if !same_bits {
             return Err(format!(
                 "{metric:?} tiles {shape:?}: distances differ from the oracle"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_knn_ring_cosine(comm: &dyn Comm) -> Result<(), String> {
+    check_knn_against_oracle(comm, 601, 21, 7, crate::config::Metric::Cosine)
+}
+
+fn check_knn_ring_l2(comm: &dyn Comm) -> Result<(), String> {
+    check_knn_against_oracle(comm, 433, 16, 16, crate::config::Metric::L2)
+}
+
+fn check_knn_ring_ip(comm: &dyn Comm) -> Result<(), String> {
+    check_knn_against_oracle(comm, 250, 9, 5, crate::config::Metric::Ip)
+}
+
+/// Three rows on up to four ranks: some ranks own no rows and still pass blocks on; k = 2 is the
+/// largest valid k, and k = 3 is a config error on every rank.
+fn check_knn_fewer_rows_than_ranks(comm: &dyn Comm) -> Result<(), String> {
+    check_knn_against_oracle(comm, 3, 4, 2, crate::config::Metric::L2)?;
+    let rows = knn_rows(3, 4, 1, false);
+    let layout = RowLayout::new(3, comm.size());
+    let local = rows.slice(ndarray::s![layout.range(comm.rank()), ..]);
+    let mut backend = crate::backend::cpu::CpuKnn::new();
+    match crate::dist::knn::exact_knn(
+        comm,
+        &layout,
+        local,
+        3,
+        crate::config::Metric::L2,
+        &mut backend,
+    ) {
+        Err(e) if e.kind == crate::error::ErrorKind::Config && e.message.contains("knn.k") => {
+            Ok(())
+        }
+        Err(e) => Err(format!("k = n_rows gave the wrong error: {e}")),
+        Ok(_) => Err("k = n_rows was accepted".into()),
+    }
+}
+// ---- end of kNN checks ----
+
 /// A whole-problem kNN list set (every rank builds the same) for the graph checks.
 struct GraphCase {
     name: &'static str,
@@ -490,42 +535,6 @@ fn check_graph_build(comm: &dyn Comm) -> Result<(), String> {
     Ok(())
 }
 
-fn check_knn_ring_cosine(comm: &dyn Comm) -> Result<(), String> {
-    check_knn_against_oracle(comm, 601, 21, 7, crate::config::Metric::Cosine)
-}
-
-fn check_knn_ring_l2(comm: &dyn Comm) -> Result<(), String> {
-    check_knn_against_oracle(comm, 433, 16, 16, crate::config::Metric::L2)
-}
-
-fn check_knn_ring_ip(comm: &dyn Comm) -> Result<(), String> {
-    check_knn_against_oracle(comm, 250, 9, 5, crate::config::Metric::Ip)
-}
-
-/// Three rows on up to four ranks: some ranks own no rows and still pass blocks on; k = 2 is the
-/// largest valid k, and k = 3 is a config error on every rank.
-fn check_knn_fewer_rows_than_ranks(comm: &dyn Comm) -> Result<(), String> {
-    check_knn_against_oracle(comm, 3, 4, 2, crate::config::Metric::L2)?;
-    let rows = knn_rows(3, 4, 1, false);
-    let layout = RowLayout::new(3, comm.size());
-    let local = rows.slice(ndarray::s![layout.range(comm.rank()), ..]);
-    let mut backend = crate::backend::cpu::CpuKnn::new();
-    match crate::dist::knn::exact_knn(
-        comm,
-        &layout,
-        local,
-        3,
-        crate::config::Metric::L2,
-        &mut backend,
-    ) {
-        Err(e) if e.kind == crate::error::ErrorKind::Config && e.message.contains("knn.k") => {
-            Ok(())
-        }
-        Err(e) => Err(format!("k = n_rows gave the wrong error: {e}")),
-        Ok(_) => Err("k = n_rows was accepted".into()),
-    }
-}
-// ---- end of kNN checks ----
 /// Component labels equal the breadth-first-search labels of the whole graph.
 fn check_graph_components(comm: &dyn Comm) -> Result<(), String> {
     for case in graph_cases(true) {
@@ -567,6 +576,63 @@ fn check_graph_components(comm: &dyn Comm) -> Result<(), String> {
                 "random-sparse should have isolated vertices and many components ({isolated}, {expected_count})"
             ));
         }
+    }
+    Ok(())
+}
+
+/// PageRank scores equal the serial run's bit for bit, and the dense power iteration to 1e-9 (L1).
+fn check_graph_pagerank(comm: &dyn Comm) -> Result<(), String> {
+    let params = crate::config::PagerankSection::default();
+    for case in graph_cases(true) {
+        let (graph, serial) = case.build(comm)?;
+        let outcome = crate::dist::pagerank::pagerank(comm, &graph, &params);
+        let whole = crate::dist::pagerank::pagerank(&SerialComm, &serial, &params);
+        let range = graph.layout.range(comm.rank());
+        if outcome.scores != whole.scores[range.clone()]
+            || outcome.iterations != whole.iterations
+            || outcome.residual != whole.residual
+        {
+            return Err(format!(
+                "{}: scores, iterations ({} vs {}) or residual differ from the serial run",
+                case.name, outcome.iterations, whole.iterations
+            ));
+        }
+        // A plain sum of n scores rounds by up to about n eps.
+        let total: f64 = whole.scores.iter().sum();
+        if (total - 1.0).abs() > case.n_rows as f64 * f64::EPSILON || whole.residual >= params.tol {
+            return Err(format!(
+                "{}: scores sum to {total}, residual {}",
+                case.name, whole.residual
+            ));
+        }
+        if case.n_rows <= 1000 {
+            let edges: Vec<(usize, usize, f64)> = serial
+                .local_edges()
+                .iter()
+                .filter(|e| e.0 < e.1)
+                .map(|e| (e.0 as usize, e.1 as usize, e.2))
+                .collect();
+            let (dense, _, _) = crate::kernels::reference::pagerank_dense(
+                case.n_rows,
+                &edges,
+                params.damping,
+                params.tol,
+                params.max_iter,
+            );
+            let l1: f64 = whole
+                .scores
+                .iter()
+                .zip(&dense)
+                .map(|(a, b)| (a - b).abs())
+                .sum();
+            if l1 > 1e-9 {
+                return Err(format!("{}: L1 {l1:e} from the dense oracle", case.name));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A dense symmetric matrix distributed by `RowLayout`: this rank holds its rows; `apply`
 /// gathers x and multiplies (collective).
 struct RowBlockOp<'a> {
@@ -736,121 +802,11 @@ fn check_spectral_kmeans(comm: &dyn Comm) -> Result<(), String> {
         return Err(format!(
             "centroids or inertia differ: {} vs {}",
             distributed.inertia, serial.inertia
-/// The FFT analysis on ranks equals the serial one bit for bit: this rank's period-3 windows and
-/// feature rows are the matching slices of the serial answer, and the global spectra agree. The
-/// lengths include a sequence longer than every rank's span together at 4 ranks' window share.
-fn check_fft_tracks(comm: &dyn Comm) -> Result<(), String> {
-    use crate::config::{Alphabet, FftSection};
-    use crate::kernels::fft::ChannelMap;
-    let lengths = [50u64, 3000, 10, 241, 20_000, 300, 0, 5000, 239, 1200];
-    let total: u64 = lengths.iter().sum();
-    let tokens: Vec<u8> = (0..total)
-        .map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % 5) as u8)
-        .collect();
-    let params = FftSection {
-        enabled: true,
-        tracks: String::new(),
-        alphabet: Alphabet::Dna,
-        window: 120,
-        step: 45,
-        bins: 16,
-    };
-    let read =
-        |span: std::ops::Range<u64>| Ok(tokens[span.start as usize..span.end as usize].to_vec());
-    let fft = |c: &dyn Comm| {
-        crate::dist::fft::analyse(c, &lengths, ChannelMap::DnaIndicators, &params, read)
-            .map_err(|e| e.to_string())
-    };
-    let distributed = fft(comm)?;
-    let serial = fft(&SerialComm)?;
-    let windows = distributed.window_start..distributed.window_start + distributed.period3.len();
-    if serial.period3[windows.clone()] != distributed.period3[..] {
-        return Err(format!(
-            "period3 windows {windows:?} differ from the serial answer"
-        ));
-    }
-    let (n_local, bins) = distributed.features.dim();
-    let rows = distributed.seq_start..distributed.seq_start + n_local;
-    let serial_rows = serial.features.slice(ndarray::s![rows.clone(), ..]);
-    let same = serial_rows
-        .iter()
-        .zip(distributed.features.iter())
-        .all(|(a, b)| a.to_bits() == b.to_bits());
-    if bins != params.bins || !same {
-        return Err(format!(
-            "feature rows {rows:?} differ from the serial answer"
-        ));
-    }
-    let (d, s) = (&distributed.summary, &serial.summary);
-    if d.mean_power != s.mean_power
-        || d.score_edges != s.score_edges
-        || d.score_counts != s.score_counts
-        || d.n_windows != s.n_windows
-    {
-        return Err("mean power or score histogram differs from the serial answer".into());
-    }
-    // Every window once, every sequence once, over all ranks.
-    let counts = crate::comm::allgather_u64(comm, distributed.period3.len() as u64);
-    let owned = crate::comm::allgather_u64(comm, n_local as u64);
-    if counts.iter().sum::<u64>() != s.n_windows as u64
-        || owned.iter().sum::<u64>() != lengths.len() as u64
-    {
-        return Err(format!(
-            "windows per rank {counts:?}, sequences per rank {owned:?}"
         ));
     }
     Ok(())
 }
 
-/// PageRank scores equal the serial run's bit for bit, and the dense power iteration to 1e-9 (L1).
-fn check_graph_pagerank(comm: &dyn Comm) -> Result<(), String> {
-    let params = crate::config::PagerankSection::default();
-    for case in graph_cases(true) {
-        let (graph, serial) = case.build(comm)?;
-        let outcome = crate::dist::pagerank::pagerank(comm, &graph, &params);
-        let whole = crate::dist::pagerank::pagerank(&SerialComm, &serial, &params);
-        let range = graph.layout.range(comm.rank());
-        if outcome.scores != whole.scores[range.clone()]
-            || outcome.iterations != whole.iterations
-            || outcome.residual != whole.residual
-        {
-            return Err(format!(
-                "{}: scores, iterations ({} vs {}) or residual differ from the serial run",
-                case.name, outcome.iterations, whole.iterations
-            ));
-        }
-        // A plain sum of n scores rounds by up to about n eps.
-        let total: f64 = whole.scores.iter().sum();
-        if (total - 1.0).abs() > case.n_rows as f64 * f64::EPSILON || whole.residual >= params.tol {
-            return Err(format!(
-                "{}: scores sum to {total}, residual {}",
-                case.name, whole.residual
-            ));
-        }
-        if case.n_rows <= 1000 {
-            let edges: Vec<(usize, usize, f64)> = serial
-                .local_edges()
-                .iter()
-                .filter(|e| e.0 < e.1)
-                .map(|e| (e.0 as usize, e.1 as usize, e.2))
-                .collect();
-            let (dense, _, _) = crate::kernels::reference::pagerank_dense(
-                case.n_rows,
-                &edges,
-                params.damping,
-                params.tol,
-                params.max_iter,
-            );
-            let l1: f64 = whole
-                .scores
-                .iter()
-                .zip(&dense)
-                .map(|(a, b)| (a - b).abs())
-                .sum();
-            if l1 > 1e-9 {
-                return Err(format!("{}: L1 {l1:e} from the dense oracle", case.name));
-            }
-        }
 /// The whole spectral clustering of a planted partition: eigenvalues, embedding rows and labels
 /// equal the serial run; the eigengap finds the 4 groups and the ARI is at least 0.95.
 fn check_spectral_clustering(comm: &dyn Comm) -> Result<(), String> {
@@ -913,6 +869,72 @@ fn check_spectral_ari(comm: &dyn Comm) -> Result<(), String> {
     let serial = adjusted_rand_index(&SerialComm, &truth, &predicted);
     if distributed != serial || !(serial > 0.5 && serial < 1.0) {
         return Err(format!("distributed {distributed} != serial {serial}"));
+    }
+    Ok(())
+}
+
+/// The FFT analysis on ranks equals the serial one bit for bit: this rank's period-3 windows and
+/// feature rows are the matching slices of the serial answer, and the global spectra agree. The
+/// lengths include a sequence longer than every rank's span together at 4 ranks' window share.
+fn check_fft_tracks(comm: &dyn Comm) -> Result<(), String> {
+    use crate::config::{Alphabet, FftSection};
+    use crate::kernels::fft::ChannelMap;
+    let lengths = [50u64, 3000, 10, 241, 20_000, 300, 0, 5000, 239, 1200];
+    let total: u64 = lengths.iter().sum();
+    let tokens: Vec<u8> = (0..total)
+        .map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % 5) as u8)
+        .collect();
+    let params = FftSection {
+        enabled: true,
+        tracks: String::new(),
+        alphabet: Alphabet::Dna,
+        window: 120,
+        step: 45,
+        bins: 16,
+    };
+    let read =
+        |span: std::ops::Range<u64>| Ok(tokens[span.start as usize..span.end as usize].to_vec());
+    let fft = |c: &dyn Comm| {
+        crate::dist::fft::analyse(c, &lengths, ChannelMap::DnaIndicators, &params, read)
+            .map_err(|e| e.to_string())
+    };
+    let distributed = fft(comm)?;
+    let serial = fft(&SerialComm)?;
+    let windows = distributed.window_start..distributed.window_start + distributed.period3.len();
+    if serial.period3[windows.clone()] != distributed.period3[..] {
+        return Err(format!(
+            "period3 windows {windows:?} differ from the serial answer"
+        ));
+    }
+    let (n_local, bins) = distributed.features.dim();
+    let rows = distributed.seq_start..distributed.seq_start + n_local;
+    let serial_rows = serial.features.slice(ndarray::s![rows.clone(), ..]);
+    let same = serial_rows
+        .iter()
+        .zip(distributed.features.iter())
+        .all(|(a, b)| a.to_bits() == b.to_bits());
+    if bins != params.bins || !same {
+        return Err(format!(
+            "feature rows {rows:?} differ from the serial answer"
+        ));
+    }
+    let (d, s) = (&distributed.summary, &serial.summary);
+    if d.mean_power != s.mean_power
+        || d.score_edges != s.score_edges
+        || d.score_counts != s.score_counts
+        || d.n_windows != s.n_windows
+    {
+        return Err("mean power or score histogram differs from the serial answer".into());
+    }
+    // Every window once, every sequence once, over all ranks.
+    let counts = crate::comm::allgather_u64(comm, distributed.period3.len() as u64);
+    let owned = crate::comm::allgather_u64(comm, n_local as u64);
+    if counts.iter().sum::<u64>() != s.n_windows as u64
+        || owned.iter().sum::<u64>() != lengths.len() as u64
+    {
+        return Err(format!(
+            "windows per rank {counts:?}, sequences per rank {owned:?}"
+        ));
     }
     Ok(())
 }
