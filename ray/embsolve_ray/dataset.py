@@ -85,7 +85,6 @@ def write_dataset(ds, out: Path, column: str, dtype: str, dim: int, producer: di
         ds.write_parquet(
             str(staging),
             min_rows_per_file=rows_per_file,
-            max_rows_per_file=rows_per_file,
             row_group_size=rows_per_group,
             compression="zstd",
             use_dictionary=False,

@@ -140,7 +140,8 @@ def make_tracks_fn(paths, alphabet: str):
 
 
 def batch_rows(dim: int) -> int:
-    return int(max(16, min(4096, BATCH_SCRATCH_BYTES // (8 * dim))))
+    """Records per block so that one block's float64 scratch stays near BATCH_SCRATCH_BYTES."""
+    return int(max(16, min(8192, BATCH_SCRATCH_BYTES // (8 * dim))))
 
 
 def run_embed(job: EmbedJob) -> dict:
@@ -162,14 +163,17 @@ def run_embed(job: EmbedJob) -> dict:
             raise InputError("--labels and --label-column go together")
         labels = read_labels(job.labels_path, job.label_column)
     started = time.perf_counter()
-    source = SequenceDatasource(paths, chunk_bytes=job.chunk_bytes)
+    params = job.params
+    # Blocks of at most batch_rows records bound each task's dense matrix; Ray bundles blocks into
+    # files of at least rows_per_file rows when writing.
+    source = SequenceDatasource(paths, chunk_bytes=job.chunk_bytes, block_records=batch_rows(params.dim))
     ensure_ray()
     context = DataContext.get_current()
     context.execution_options.preserve_order = True
+    context.raise_original_map_exception = True
     context.enable_progress_bars = sys.stderr.isatty()
     job.timings["ray_start_s"] = time.perf_counter() - started
 
-    params = job.params
     producer = {
         "version": __version__,
         "alphabet": params.alphabet,
@@ -188,7 +192,7 @@ def run_embed(job: EmbedJob) -> dict:
     embedded = ray.data.read_datasource(source).map_batches(
         make_embed_fn(paths, params, labels, job.skip_empty),
         batch_format="pyarrow",
-        batch_size=batch_rows(params.dim),
+        batch_size=None,
         zero_copy_batch=True,
     )
     manifest = write_dataset(
@@ -201,7 +205,7 @@ def run_embed(job: EmbedJob) -> dict:
     if job.tracks is not None:
         started = time.perf_counter()
         tracks = ray.data.read_datasource(source).map_batches(
-            make_tracks_fn(paths, params.alphabet), batch_format="pyarrow", zero_copy_batch=True
+            make_tracks_fn(paths, params.alphabet), batch_format="pyarrow", batch_size=None, zero_copy_batch=True
         )
         track_producer = {
             "version": __version__,
@@ -216,7 +220,13 @@ def run_embed(job: EmbedJob) -> dict:
 
 
 def find_input_error(error: BaseException) -> InputError | None:
-    """The InputError behind an exception that Ray may have wrapped (task errors, user code)."""
+    """The InputError behind an exception that Ray may have wrapped (task errors, user code).
+    Ray appends retry advice on further lines; input error messages are one line."""
+    found = _find_input_error(error)
+    return InputError(str(found).split("\n", 1)[0]) if found is not None else None
+
+
+def _find_input_error(error: BaseException) -> InputError | None:
     seen = set()
     stack = [error]
     wrapped = None

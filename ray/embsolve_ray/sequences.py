@@ -216,8 +216,8 @@ def split_complete(buffer: bytes, fmt: str, final: bool):
     return buffer[:cut], buffer[cut:]
 
 
-def read_chunk(chunk: Chunk, block_bytes: int = BLOCK_BYTES):
-    """Blocks of the records of one chunk."""
+def read_chunk(chunk: Chunk, block_bytes: int = BLOCK_BYTES, block_records: int = 1 << 30):
+    """Blocks of the records of one chunk: about block_bytes, at most block_records each."""
     parse = parse_fasta if chunk.fmt == FASTA else parse_fastq
     next_record = chunk.first_record
     if chunk.gzip:
@@ -229,9 +229,10 @@ def read_chunk(chunk: Chunk, block_bytes: int = BLOCK_BYTES):
         pieces = iter_pieces(text, chunk.fmt, block_bytes)
     for text in pieces:
         ids, seqs = parse(text, chunk, next_record)
-        if ids:
-            yield to_block(ids, seqs, chunk.file_index, next_record)
-            next_record += len(ids)
+        for begin in range(0, len(ids), block_records):
+            end = begin + block_records
+            yield to_block(ids[begin:end], seqs[begin:end], chunk.file_index, next_record + begin)
+        next_record += len(ids)
     if chunk.n_records is not None and next_record - chunk.first_record != chunk.n_records:
         raise InputError(
             f"{chunk.path}: expected {chunk.n_records} records in bytes {chunk.start}..{chunk.end}, "
@@ -287,10 +288,12 @@ def stream_gzip(chunk: Chunk, block_bytes: int):
 class SequenceDatasource(Datasource):
     """Ray Data datasource over FASTA/FASTQ files; one read task per chunk, in input order."""
 
-    def __init__(self, paths, chunk_bytes: int = 32 << 20, block_bytes: int = BLOCK_BYTES):
+    def __init__(self, paths, chunk_bytes: int = 32 << 20, block_bytes: int = BLOCK_BYTES,
+                 block_records: int = 1 << 30):
         super().__init__()
         self.paths = [str(path) for path in paths]
         self.block_bytes = block_bytes
+        self.block_records = block_records
         self.chunks = plan_chunks(self.paths, chunk_bytes)
 
     def get_name(self) -> str:
@@ -308,10 +311,10 @@ class SequenceDatasource(Datasource):
                 input_files=[chunk.path],
                 exec_stats=None,
             )
-            block_bytes = self.block_bytes
+            sizes = (self.block_bytes, self.block_records)
             tasks.append(
                 ReadTask(
-                    lambda chunk=chunk, block_bytes=block_bytes: read_chunk(chunk, block_bytes),
+                    lambda chunk=chunk, sizes=sizes: read_chunk(chunk, *sizes),
                     metadata,
                     schema=SCHEMA,
                     per_task_row_limit=per_task_row_limit,
