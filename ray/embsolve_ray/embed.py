@@ -14,9 +14,9 @@ import pyarrow as pa
 
 from . import __version__
 from .dataset import write_dataset
+from .fastx import plan_chunks
 from .kmers import EmbedParams, InputError, embed_tokens, tokenize
 from .labels import Labels, read_labels
-from .sequences import SequenceDatasource
 
 # Dense float64 scratch per embedding batch stays below this.
 BATCH_SCRATCH_BYTES = 64 << 20
@@ -146,9 +146,6 @@ def batch_rows(dim: int) -> int:
 
 def run_embed(job: EmbedJob) -> dict:
     """Run stage 1; returns the embedding manifest."""
-    import ray
-    from ray.data import DataContext
-
     from .dataset import check_output
 
     paths = [str(Path(path)) for path in job.inputs]
@@ -166,8 +163,14 @@ def run_embed(job: EmbedJob) -> dict:
     params = job.params
     # Blocks of at most batch_rows records bound each task's dense matrix; Ray bundles blocks into
     # files of at least rows_per_file rows when writing.
-    source = SequenceDatasource(paths, chunk_bytes=job.chunk_bytes, block_records=batch_rows(params.dim))
+    chunks = plan_chunks(paths, job.chunk_bytes)
     ensure_ray()
+    import ray
+    from ray.data import DataContext
+
+    from .sequences import SequenceDatasource
+
+    source = SequenceDatasource(chunks, block_records=batch_rows(params.dim))
     context = DataContext.get_current()
     context.execution_options.preserve_order = True
     context.raise_original_map_exception = True

@@ -224,7 +224,11 @@ def test_missing_label_and_empty_record_are_clear_errors(tmp_path):
 
 
 def run_cli(*args, cwd=None):
-    env = dict(os.environ, PYTHONPATH=str(PACKAGE_PARENT), RAY_AUTH_MODE="disabled")
+    """`python -m embsolve_ray ARGS`, joining this module's Ray instead of starting a second one."""
+    import ray
+
+    env = dict(os.environ, PYTHONPATH=str(PACKAGE_PARENT), RAY_AUTH_MODE="disabled",
+               RAY_ADDRESS=ray.get_runtime_context().gcs_address)
     return subprocess.run([sys.executable, "-m", "embsolve_ray", *map(str, args)], capture_output=True, text=True,
                           env=env, timeout=300, cwd=cwd)
 

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from embsolve_ray.kmers import InputError
-from embsolve_ray.sequences import plan_chunks, read_chunk
+from embsolve_ray.fastx import plan_chunks, read_chunk
 
 
 def write_fasta(path, records, width=13, compress=False):
