@@ -39,9 +39,6 @@ MAX_COUNTS_DIM = 1 << 20
 # k-mer codes are int64: alphabet_size ** k must stay below 2 ** 62.
 MAX_CODE = 1 << 62
 
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
 class InputError(Exception):
     """Bad input (a file, record, label or argument); the message names it. Exit status 2."""
 
@@ -135,44 +132,61 @@ def kmer_codes(tokens: Tokens, alphabet: str, k: int, canonical: bool = False):
     kmer_dim(alphabet, k)
     if canonical and alphabet != DNA:
         raise InputError("--canonical applies to DNA only")
-    lengths = np.diff(tokens.offsets)
-    n_starts = np.maximum(lengths - k + 1, 0)
-    total = int(n_starts.sum())
-    rows = np.repeat(np.arange(tokens.n_records, dtype=np.int64), n_starts)
-    # Start of each window: the record's offset plus the index within the record.
-    first = np.repeat(tokens.offsets[:-1] - np.concatenate(([0], np.cumsum(n_starts)[:-1])), n_starts)
-    starts = first + np.arange(total, dtype=np.int64)
     values = tokens.values
-    codes = np.zeros(total, dtype=np.int64)
-    for j in range(k):
-        codes = codes * base + values[starts + j]
+    n_windows = len(values) - k + 1
+    if n_windows <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    # Codes of every window of the concatenated tokens (contiguous slices, no gathers) ...
+    codes = values[:n_windows].astype(np.int64)
+    for j in range(1, k):
+        codes *= base
+        codes += values[j : j + n_windows]
+    # ... minus the windows that cross into the next record (the last k-1 starts of each record).
+    keep = np.ones(n_windows, dtype=bool)
+    ends = tokens.offsets[1:]
+    for j in range(1, k):
+        starts = ends - j
+        keep[starts[(starts >= 0) & (starts < n_windows)]] = False
     if alphabet == DNA:
         ambiguous = np.concatenate(([0], np.cumsum(values >= 4, dtype=np.int64)))
-        keep = ambiguous[starts + k] == ambiguous[starts]
-        rows, starts, codes = rows[keep], starts[keep], codes[keep]
-        if canonical:
-            reverse = np.zeros(len(codes), dtype=np.int64)
-            for j in range(k - 1, -1, -1):
-                reverse = reverse * 4 + (3 - values[starts + j].astype(np.int64))
-            codes = np.minimum(codes, reverse)
+        keep &= ambiguous[k : k + n_windows] == ambiguous[:n_windows]
+    lengths = np.diff(tokens.offsets)
+    rows = np.repeat(np.arange(tokens.n_records, dtype=np.int64), lengths)[:n_windows][keep]
+    codes = codes[keep]
+    if canonical:
+        complement = 3 - values.astype(np.int64)
+        reverse = complement[k - 1 : k - 1 + n_windows].copy()
+        for j in range(k - 2, -1, -1):
+            reverse *= 4
+            reverse += complement[j : j + n_windows]
+        codes = np.minimum(codes, reverse[keep])
     return rows, codes
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
-    """The splitmix64 finaliser on uint64 (wrapping arithmetic)."""
+    """The splitmix64 finaliser on uint64 (wrapping arithmetic), computed in place on a copy."""
+    z = np.array(x, dtype=np.uint64, copy=True)
     with np.errstate(over="ignore"):
-        z = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
-        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
-        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
-        return z ^ (z >> np.uint64(31))
+        z += np.uint64(0x9E3779B97F4A7C15)
+        z ^= z >> np.uint64(30)
+        z *= np.uint64(0xBF58476D1CE4E5B9)
+        z ^= z >> np.uint64(27)
+        z *= np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    return z
 
 
 def hash_columns(codes: np.ndarray, dim: int, seed: int):
     """(column, sign) of each k-mer code under signed feature hashing into `dim` columns."""
     key = splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
-    h = splitmix64(codes.astype(np.uint64) ^ key)
-    columns = (h % np.uint64(dim)).astype(np.int64)
-    signs = np.where((h >> np.uint64(63)) == 0, 1.0, -1.0)
+    h = codes.astype(np.uint64)
+    h ^= key
+    h = splitmix64(h)
+    if dim & (dim - 1) == 0:
+        columns = (h & np.uint64(dim - 1)).astype(np.int64)  # the same as h mod dim
+    else:
+        columns = (h % np.uint64(dim)).astype(np.int64)
+    signs = 1.0 - 2.0 * (h >> np.uint64(63)).astype(np.float64)
     return columns, signs
 
 
@@ -220,11 +234,10 @@ def embed_tokens(tokens: Tokens, params: EmbedParams):
         columns, weights = codes, None
     else:
         columns, weights = hash_columns(codes, params.dim, params.seed)
-    flat = rows * params.dim + columns
-    keys, inverse = np.unique(flat, return_inverse=True)
-    sums = np.bincount(inverse, weights=weights, minlength=len(keys)).astype(np.float64)
-    dense = np.zeros((n, params.dim), dtype=np.float64)
-    dense[keys // params.dim, keys % params.dim] = sums
+    flat = rows * params.dim
+    flat += columns
+    dense = np.bincount(flat, weights=weights, minlength=n * params.dim).astype(np.float64, copy=False)
+    dense = dense.reshape(n, params.dim)
     norms = np.sqrt(np.einsum("ij,ij->i", dense, dense))
     np.divide(dense, norms[:, None], out=dense, where=norms[:, None] > 0)
     return dense.astype(params.dtype), np.bincount(rows, minlength=n)
