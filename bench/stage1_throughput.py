@@ -4,6 +4,7 @@ the same embedding, on the same file, in the same run; checks that both give the
     python bench/stage1_throughput.py --input FASTA --alphabet protein --k 3 --method hash --dim 4096 \
         --out-dir bench/work/stage1 --csv bench/runs/<date>-<machine>/stage1.csv [--label NAME] [--repeat N]
 
+Records with no k-mer are left out by both (`--skip-empty`).
 Columns: label, impl (numpy | ray), n_seqs, n_bases, seconds (embed + write; for ray without the
 Ray start), ray_start_s, seqs_per_s, bases_per_s, max_abs_diff (ray vs numpy rows).
 """
@@ -39,9 +40,10 @@ def numpy_embed(path: str, params, out: Path):
             n_bases += sum(len(s) for s in seqs)
             data = np.frombuffer(b"".join(seqs), dtype=np.uint8)
             offsets = np.concatenate(([0], np.cumsum([len(s) for s in seqs]))).astype(np.int64)
-            matrix, _ = embed_tokens(tokenize(data, offsets, params.alphabet), params)
-            matrices.append(matrix)
-            ids += block.column("id").to_pylist()
+            matrix, n_kmers = embed_tokens(tokenize(data, offsets, params.alphabet), params)
+            keep = n_kmers > 0  # records with no k-mer are left out, as with --skip-empty
+            matrices.append(matrix[keep])
+            ids += [name for name, kept in zip(block.column("id").to_pylist(), keep) if kept]
     matrix = np.concatenate(matrices)
     embedding = pa.LargeListArray.from_arrays(
         pa.array(np.arange(0, matrix.size + 1, matrix.shape[1], dtype=np.int64)), pa.array(matrix.ravel()))
@@ -85,7 +87,7 @@ def main() -> int:
         seconds, reference, n_seqs, n_bases = numpy_embed(args.input, params, args.out_dir / "numpy")
         rows.append(dict(label=args.label, impl="numpy", n_seqs=n_seqs, n_bases=n_bases, seconds=seconds,
                          ray_start_s=0.0, max_abs_diff=0.0))
-        job = EmbedJob([args.input], params, args.out_dir / "ray")
+        job = EmbedJob([args.input], params, args.out_dir / "ray", skip_empty=True)
         started = time.perf_counter()
         run_embed(job)
         seconds = time.perf_counter() - started
