@@ -53,7 +53,13 @@ def ensure_ray(num_cpus: int = 2, object_store_bytes: int = 512 << 20) -> None:
         ray.init(address=os.environ["RAY_ADDRESS"], **quiet)
     else:
         ray.init(num_cpus=num_cpus, object_store_memory=object_store_bytes, include_dashboard=False, **quiet)
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def quiet_ray_data_console() -> None:
+    """Keep Ray Data's INFO lines in its session log file, off the terminal."""
+    for handler in logging.getLogger("ray.data").handlers:
+        if "FileHandler" not in type(handler).__name__:
+            handler.setLevel(logging.WARNING)
 
 
 def sequence_arrays(table: pa.Table):
@@ -175,6 +181,7 @@ def run_embed(job: EmbedJob) -> dict:
     context.execution_options.preserve_order = True
     context.raise_original_map_exception = True
     context.enable_progress_bars = sys.stderr.isatty()
+    quiet_ray_data_console()
     job.timings["ray_start_s"] = time.perf_counter() - started
 
     producer = {

@@ -1,7 +1,5 @@
 """The labelled protein sets derived from the Debian example packages (Stockholm, GenBank)."""
 
-from pathlib import Path
-
 from embsolve_ray.datasets import genbank_proteins, main, stockholm_sequences
 
 STOCKHOLM = """# STOCKHOLM 1.0
