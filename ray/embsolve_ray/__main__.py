@@ -14,12 +14,14 @@ from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
+import embsolve_ray  # noqa: E402
+
 from . import __version__  # noqa: E402
 from .kmers import ALPHABETS, InputError, resolve_params  # noqa: E402
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m embsolve_ray", description=__doc__.split("\n")[0])
+    top = argparse.ArgumentParser(prog="python -m embsolve_ray", description=embsolve_ray.__doc__.strip())
     top.add_argument("--version", action="version", version=f"embsolve-ray {__version__}")
     commands = top.add_subparsers(dest="command", required=True)
 
