@@ -81,7 +81,7 @@ impl BatchedRealFft {
     /// (`n_windows x bins`). Windows go through the plan `batch` at a time.
     pub fn power(&mut self, windows: &[f32], power: &mut [f32]) -> Result<()> {
         let (n, bins) = (self.n, self.bins());
-        if windows.len() % n != 0 || power.len() != windows.len() / n * bins {
+        if !windows.len().is_multiple_of(n) || power.len() != windows.len() / n * bins {
             return Err(GpuError::new(format!(
                 "FFT of {} values (length {n}) into {} values (bins {bins}) does not fit",
                 windows.len(),

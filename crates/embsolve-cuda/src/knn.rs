@@ -203,7 +203,7 @@ impl KnnTileEngine {
         metric: Metric,
         config: KnnTileConfig,
     ) -> Result<KnnTileEngine> {
-        if dim == 0 || queries.len() % dim != 0 {
+        if dim == 0 || !queries.len().is_multiple_of(dim) {
             return Err(GpuError::new(format!(
                 "query buffer of {} values is not a whole number of rows of dim {dim}",
                 queries.len()
@@ -302,7 +302,7 @@ impl KnnTileEngine {
     /// Reduce one block (row-major `n_rows x dim`, global rows `block_start..`) to candidates.
     pub fn add_block(&mut self, block: &[f32], block_start: u64) -> Result<BlockCandidates> {
         let dim = self.dim;
-        if block.len() % dim != 0 {
+        if !block.len().is_multiple_of(dim) {
             return Err(GpuError::new(format!(
                 "block of {} values is not a whole number of rows of dim {dim}",
                 block.len()
@@ -515,7 +515,12 @@ pub fn candidates_from_keys(
                 order.push((keys[query * n_rows + row], row as u32));
             }
         }
-        order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        // IEEE order (-0 == +0) with ties to the smaller row, as the kernel compares.
+        order.sort_by(|a, b| {
+            a.0.partial_cmp(&b.0)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.1.cmp(&b.1))
+        });
         for (slot, &(key, row)) in order.iter().take(n_keep).enumerate() {
             candidates.keys[query * n_keep + slot] = key;
             candidates.rows[query * n_keep + slot] = row;
