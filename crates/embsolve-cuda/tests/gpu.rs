@@ -5,17 +5,14 @@
 
 mod common;
 
-use common::{brute_force, clustered_rows, exact_distance, Rng, METRICS};
+use common::{brute_force, clustered_rows, exact_distance, skip, Rng, METRICS};
 use embsolve_cuda::kernels::NO_ROW;
 use embsolve_cuda::knn::{candidates_from_keys, KnnTileConfig};
 use embsolve_cuda::{probe, BatchedRealFft, ExactTopK, Gpu, KnnTileEngine, Metric, Precision};
 
 fn gpu_or_skip(test: &str) -> Option<Gpu> {
     if let Err(reason) = probe() {
-        if std::env::var("EMBSOLVE_REQUIRE_GPU").as_deref() == Ok("1") {
-            panic!("{test}: EMBSOLVE_REQUIRE_GPU=1 but {reason}");
-        }
-        println!("SKIP {test}: {reason}");
+        skip(test, &reason);
         return None;
     }
     match Gpu::open(0) {
@@ -219,7 +216,10 @@ fn gpu_power_spectra_match_a_direct_dft() {
 fn opening_a_device_for_any_local_rank_works_or_says_why() {
     match probe() {
         Err(reason) => {
-            println!("SKIP opening_a_device_for_any_local_rank_works_or_says_why: {reason}");
+            skip(
+                "opening_a_device_for_any_local_rank_works_or_says_why",
+                &reason,
+            );
             assert!(
                 Gpu::open(3).is_err(),
                 "open must fail where the probe fails"

@@ -2,15 +2,18 @@
 //! as PTX, whenever libnvrtc can be loaded (no GPU needed: `scripts/nvrtc_lib.sh` provides it).
 //! Without NVRTC the test prints why it skipped.
 
+mod common;
+
+use common::skip;
 use embsolve_cuda::kernels::{compile, Target, SOURCES};
 use embsolve_cuda::probe::nvrtc_present;
 
 #[test]
 fn every_kernel_source_compiles_with_nvrtc() {
     if !nvrtc_present() {
-        println!(
-            "SKIP every_kernel_source_compiles_with_nvrtc: libnvrtc.so not found \
-             (LD_LIBRARY_PATH=$(scripts/nvrtc_lib.sh) provides it)"
+        skip(
+            "every_kernel_source_compiles_with_nvrtc",
+            "libnvrtc.so not found (LD_LIBRARY_PATH=$(scripts/nvrtc_lib.sh) provides it)",
         );
         return;
     }
@@ -41,7 +44,10 @@ fn every_kernel_source_compiles_with_nvrtc() {
 #[test]
 fn a_broken_source_is_an_error_with_the_compiler_log() {
     if !nvrtc_present() {
-        println!("SKIP a_broken_source_is_an_error_with_the_compiler_log: libnvrtc.so not found");
+        skip(
+            "a_broken_source_is_an_error_with_the_compiler_log",
+            "libnvrtc.so not found",
+        );
         return;
     }
     let error = compile(

@@ -110,3 +110,12 @@ pub fn brute_force(
 }
 
 pub const METRICS: [Metric; 3] = [Metric::InnerProduct, Metric::Cosine, Metric::L2];
+
+/// Print why a test skips, or fail it when `EMBSOLVE_REQUIRE_GPU=1` (the GPU bundle sets it, so a
+/// GPU machine that cannot run a check reports a failure, not a skip).
+pub fn skip(test: &str, reason: &str) {
+    if std::env::var("EMBSOLVE_REQUIRE_GPU").as_deref() == Ok("1") {
+        panic!("{test}: EMBSOLVE_REQUIRE_GPU=1 but {reason}");
+    }
+    println!("SKIP {test}: {reason}");
+}
