@@ -13,6 +13,8 @@
 #   lib/     the .so files embsolve needs (ldd), minus the C library itself
 #   openmpi/ Open MPI's plugins and help files, so a singleton run initialises MPI without an
 #            Open MPI installation (isolated singleton: no orted)
+#   bench/   knn_bench (the 10^6 x 128 GPU kNN benchmark, links nothing but the C library) and its
+#            driver gpu_knn.py: `BUNDLE_DIR/bench/run.sh MACHINE` records a run in BUNDLE_DIR/bench/runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bundle=${1:-target/gpu-bundle}
@@ -21,6 +23,7 @@ export MPI_PKG_CONFIG=${MPI_PKG_CONFIG:-ompi-c}
 
 echo "test-gpu: building embsolve and the embsolve-cuda tests"
 cargo build --release --locked
+cargo build --release --locked -p embsolve-cuda --example knn_bench
 mapfile -t test_bins < <(cargo test --release --locked -p embsolve-cuda --no-run --message-format=json 2>/dev/null |
   python3 -c '
 import json, sys
@@ -35,7 +38,7 @@ for line in sys.stdin:
 [ ${#test_bins[@]} -gt 0 ] || { echo "test-gpu: no embsolve-cuda test binary was built" >&2; exit 1; }
 
 rm -rf "$bundle"
-mkdir -p "$bundle"/{tests,bin,lib,openmpi}
+mkdir -p "$bundle"/{tests,bin,lib,openmpi,bench}
 
 # The C library, the loader and the kernel's vDSO exist on every Linux machine; the rest is carried.
 system_lib='^(linux-vdso|ld-linux|libc\.so|libm\.so|libpthread\.so|libdl\.so|librt\.so)'
@@ -57,6 +60,19 @@ for test_bin in "${test_bins[@]}"; do
   fi
 done
 
+strip -o "$bundle/bench/knn_bench" target/release/examples/knn_bench
+cp bench/gpu_knn.py "$bundle/bench/"
+cat > "$bundle/bench/run.sh" <<'BENCH'
+#!/usr/bin/env bash
+# The GPU kNN benchmark on this machine: bench/run.sh MACHINE_NAME; results in bench/runs/.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/../env.sh"
+python3 "$here/gpu_knn.py" --bin "$here/knn_bench" --machine "${1:-gpu}" \
+  --out "$here/runs/$(date -u +%Y-%m-%d)-${1:-gpu}"
+BENCH
+chmod +x "$bundle/bench/run.sh"
+
 strip -o "$bundle/bin/embsolve" target/release/embsolve
 copy_deps target/release/embsolve
 ompi_plugins=/usr/lib/x86_64-linux-gnu/openmpi/lib/openmpi3
@@ -71,14 +87,12 @@ if [ -d "$ompi_plugins" ]; then
   fi
 fi
 
-cat > "$bundle/run.sh" <<'RUN'
-#!/usr/bin/env bash
-# Run the GPU checks of embsolve on this machine (it needs a GPU and the CUDA 13 libraries).
-set -uo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
+cat > "$bundle/env.sh" <<'ENV'
+# Sourced by run.sh and bench/run.sh: the bundle's libraries, the machine's CUDA libraries, Open MPI.
+bundle_root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cuda_dirs=""
 for dir in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu; do
-  [ -d "$dir" ] && cuda_dirs="$cuda_dirs:$dir"
+  if [ -d "$dir" ]; then cuda_dirs="$cuda_dirs:$dir"; fi
 done
 # CUDA libraries from Python wheels (PyTorch/CuPy environments), when the toolkit has none.
 wheel_dirs=$(python3 - 2>/dev/null <<'PY'
@@ -86,13 +100,21 @@ import glob, os, site
 roots = site.getsitepackages() + [site.getusersitepackages()]
 print(":".join(sorted({os.path.dirname(p) for r in roots for p in glob.glob(f"{r}/nvidia/*/lib/lib*.so*")})))
 PY
-)
-export LD_LIBRARY_PATH="$here/lib${cuda_dirs}${wheel_dirs:+:$wheel_dirs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+) || wheel_dirs=""
+export LD_LIBRARY_PATH="$bundle_root/lib${cuda_dirs}${wheel_dirs:+:$wheel_dirs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export EMBSOLVE_REQUIRE_GPU=1
-export OPAL_PKGLIBDIR="$here/openmpi/plugins" OPAL_PKGDATADIR="$here/openmpi/share"
-export PMIX_MCA_mca_base_component_path="$here/openmpi/pmix"
+export OPAL_PKGLIBDIR="$bundle_root/openmpi/plugins" OPAL_PKGDATADIR="$bundle_root/openmpi/share"
+export PMIX_MCA_mca_base_component_path="$bundle_root/openmpi/pmix"
 export OMPI_MCA_ess_singleton_isolated=1 OMPI_MCA_mca_base_component_show_load_errors=0
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+ENV
+
+cat > "$bundle/run.sh" <<'RUN'
+#!/usr/bin/env bash
+# Run the GPU checks of embsolve on this machine (it needs a GPU and the CUDA 13 libraries).
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/env.sh"
 status=0
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
 for test_bin in "$here"/tests/*; do
