@@ -7,6 +7,7 @@ use crate::backend::KnnBackend;
 use crate::config::Metric;
 use crate::dist::knn::KnnLists;
 use crate::error::{Error, Result};
+use embsolve_cuda::kernels::MAX_CANDIDATES;
 use embsolve_cuda::knn::KnnTileConfig;
 use embsolve_cuda::{
     BatchedRealFft, ExactTopK, Gpu, GpuError, KnnTileEngine, MergeStats, Precision,
@@ -120,6 +121,12 @@ impl KnnBackend for CudaKnn {
         k: usize,
         metric: Metric,
     ) -> Result<()> {
+        if k > MAX_CANDIDATES {
+            return Err(Error::config(format!(
+                "knn.k = {k} is more than the CUDA backend keeps per query ({MAX_CANDIDATES}); \
+                 use knn.backend = \"cpu\""
+            )));
+        }
         let dim = queries.ncols();
         let queries: Vec<f32> = queries.iter().copied().collect();
         let engine = KnnTileEngine::begin(
