@@ -157,6 +157,7 @@ def run_pipeline(path, k, ranks, threads, work, tag):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--tag", default="", help="suffix of the output file names (several runs)")
     parser.add_argument("--npy", type=Path)
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--dim", type=int, default=128)
@@ -165,7 +166,8 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--sklearn", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--sklearn", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time scikit-learn brute force (first repetition only: it is slow)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="knn_bench_"))
@@ -192,7 +194,7 @@ def main():
                          "exact_evaluations_per_query": report["exact_evaluations_per_query"],
                          "recall_exact": recall(found, truth), "recall_faiss": recall(found, faiss_lists),
                          "load1": load})
-        if args.sklearn:
+        if args.sklearn and rep == 0:
             seconds, found = run_sklearn(x, k, 2)
             rows.append({"tool": "sklearn brute", "ranks": 1, "threads": 2, "rep": rep, "wall_s": seconds,
                          "recall_exact": recall(found, truth), "recall_faiss": recall(found, faiss_lists),
@@ -209,7 +211,7 @@ def main():
 
     fields = ["tool", "ranks", "threads", "rep", "wall_s", "gflops", "recall_exact", "recall_faiss",
               "gemm_only_s", "gemm_only_gflops", "exact_evaluations_per_query", "load1"]
-    with open(args.out / "knn_runs.csv", "w", newline="") as f:
+    with open(args.out / f"knn_runs{args.tag}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
@@ -231,11 +233,13 @@ def main():
             entry["gemm_only_gflops"] = b["gemm_only_gflops"]
             entry["tile_loop_fraction_of_gemm"] = b["gemm_only_s"] / b["wall_s"]
         summary.append(entry)
-    with open(args.out / "knn_summary.csv", "w", newline="") as f:
+    with open(args.out / f"knn_summary{args.tag}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(key for e in summary for key in e)))
         writer.writeheader()
         writer.writerows(summary)
-    meta = {"source": source, "n": n, "dim": dim, "k": k, "flops_per_run": flops, "repeat": args.repeat,
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    meta = {"source": source, "commit": commit, "n": n, "dim": dim, "k": k, "flops_per_run": flops, "repeat": args.repeat,
             "host": platform.node(), "cpus": os.cpu_count(), "python": sys.version.split()[0],
             "numpy": np.__version__, "started_load1": rows[0]["load1"], "summary": summary}
     try:
@@ -244,7 +248,7 @@ def main():
         meta["sklearn"] = sklearn.__version__
     except ImportError:
         pass
-    (args.out / "knn_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (args.out / f"knn_meta{args.tag}.json").write_text(json.dumps(meta, indent=2) + "\n")
     for entry in summary:
         print(json.dumps(entry))
 
