@@ -391,8 +391,8 @@ fn blob_knn(n_rows: usize, dim: usize, k: usize, seed: u64) -> crate::dist::knn:
 }
 
 /// The graph shapes of the checks: clustered points, a sparse random graph with many components
-/// and isolated vertices, a long chain, a star.
-fn graph_cases(include_long_chain: bool) -> Vec<GraphCase> {
+/// and isolated vertices, chains, a star; plus a chain of `long_chain` rows when given.
+fn graph_cases(long_chain: Option<usize>) -> Vec<GraphCase> {
     use crate::config::{EdgeWeight, GraphSection, Metric, Symmetrize};
     use rand::{Rng, SeedableRng};
     let cut = |symmetrize, weight| GraphSection {
@@ -462,8 +462,15 @@ fn graph_cases(include_long_chain: bool) -> Vec<GraphCase> {
             knn: crafted_knn(257, 3, |row| if row == 0 { vec![1, 2, 3] } else { vec![0] }),
         },
     ];
-    if include_long_chain {
-        let n = 200_000;
+    // Fewer rows than ranks at 4 ranks: some ranks own nothing.
+    cases.push(GraphCase {
+        name: "tiny",
+        n_rows: 3,
+        metric: Metric::Cosine,
+        section: cut(Symmetrize::Union, EdgeWeight::Gaussian),
+        knn: crafted_knn(3, 2, |row| if row == 0 { vec![1] } else { vec![] }),
+    });
+    if let Some(n) = long_chain {
         cases.push(GraphCase {
             name: "long-chain",
             n_rows: n,
@@ -480,7 +487,7 @@ fn graph_cases(include_long_chain: bool) -> Vec<GraphCase> {
 /// weights), and the normalised adjacency gives the serial answer bit for bit.
 fn check_graph_build(comm: &dyn Comm) -> Result<(), String> {
     use crate::kernels::linop::LinOp;
-    for case in graph_cases(false) {
+    for case in graph_cases(None) {
         let (graph, serial) = case.build(comm)?;
         let expected = crate::kernels::reference::similarity_graph_naive(
             case.n_rows,
@@ -536,8 +543,9 @@ fn check_graph_build(comm: &dyn Comm) -> Result<(), String> {
 }
 
 /// Component labels equal the breadth-first-search labels of the whole graph.
+/// The million-row chain shows that the rounds do not grow with the diameter.
 fn check_graph_components(comm: &dyn Comm) -> Result<(), String> {
-    for case in graph_cases(true) {
+    for case in graph_cases(Some(1_000_000)) {
         let (graph, serial) = case.build(comm)?;
         let edges: Vec<(usize, usize)> = serial
             .local_edges()
@@ -583,7 +591,7 @@ fn check_graph_components(comm: &dyn Comm) -> Result<(), String> {
 /// PageRank scores equal the serial run's bit for bit, and the dense power iteration to 1e-9 (L1).
 fn check_graph_pagerank(comm: &dyn Comm) -> Result<(), String> {
     let params = crate::config::PagerankSection::default();
-    for case in graph_cases(true) {
+    for case in graph_cases(Some(200_000)) {
         let (graph, serial) = case.build(comm)?;
         let outcome = crate::dist::pagerank::pagerank(comm, &graph, &params);
         let whole = crate::dist::pagerank::pagerank(&SerialComm, &serial, &params);
