@@ -68,6 +68,7 @@ fn read_raw<T: bytemuck::Pod>(path: &Path) -> Vec<T> {
 }
 
 fn main() {
+    env_logger::init();
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 7 {
         eprintln!("usage: spectral_bench DIR N_EIGS N_CLUSTERS TOL MAX_ITER SEED");

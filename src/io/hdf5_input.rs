@@ -122,13 +122,15 @@ pub(crate) fn scan(
         ids = match ids {
             None => Some(this_ids),
             Some(kind) if kind == this_ids => Some(kind),
-            Some(_) => return Err(input_error(
-                &file_path,
-                format!(
+            Some(_) => {
+                return Err(input_error(
+                    &file_path,
+                    format!(
                     "the id dataset {:?} is present or typed differently than in the first shard",
                     columns.id_column
                 ),
-            )),
+                ))
+            }
         };
         if want_labels {
             let labels = file.dataset(&columns.label_column).map_err(|_| {
