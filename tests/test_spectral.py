@@ -48,7 +48,7 @@ def run_spectral(tmp_path, dataset, n_ranks, name):
         eigenvalues = h5["/spectral/eigenvalues"][()]
         labels = h5["/spectral/labels"][()]
         embedding = h5["/spectral/embedding"][()]
-        n_clusters = int(h5["/spectral"].attrs["n_clusters"])
+        n_clusters = int(h5["/spectral/labels"].attrs["n_clusters"])
     summary = json.loads((out / "run.json").read_text())
     return eigenvalues, labels, embedding, n_clusters, summary
 
