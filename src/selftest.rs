@@ -30,7 +30,6 @@ pub fn checks() -> Vec<(&'static str, Check)> {
     ]
 }
 
-
 /// Run every check (or those whose name contains `filter`); returns the number of failures.
 pub fn run(comm: &dyn Comm, filter: Option<&str>) -> usize {
     let mut failures = 0;
