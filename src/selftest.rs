@@ -30,7 +30,6 @@ pub fn checks() -> Vec<(&'static str, Check)> {
     ]
 }
 
-
 /// Run every check (or those whose name contains `filter`); returns the number of failures.
 pub fn run(comm: &dyn Comm, filter: Option<&str>) -> usize {
     let mut failures = 0;
@@ -756,7 +755,9 @@ fn check_spectral_lanczos(comm: &dyn Comm) -> Result<(), String> {
         }
         let serial_rows = &serial.vectors[range.start * n_eigs..range.end * n_eigs];
         if distributed.vectors != serial_rows {
-            return Err(format!("{label}: eigenvector rows differ from the serial run"));
+            return Err(format!(
+                "{label}: eigenvector rows differ from the serial run"
+            ));
         }
         let (dense, _) = dense_symmetric_eigen(n, &matrix);
         for (i, (a, b)) in distributed.eigenvalues.iter().zip(&dense).enumerate() {
@@ -870,7 +871,13 @@ fn check_spectral_ari(comm: &dyn Comm) -> Result<(), String> {
     let n = 1001;
     let truth: Vec<i64> = (0..n).map(|i| ((i * 7) % 13 % 5) as i64).collect();
     let predicted: Vec<i64> = (0..n)
-        .map(|i| if i % 9 == 0 { -3 } else { ((i * 7) % 13 % 5) as i64 * 10 })
+        .map(|i| {
+            if i % 9 == 0 {
+                -3
+            } else {
+                ((i * 7) % 13 % 5) as i64 * 10
+            }
+        })
         .collect();
     let range = RowLayout::new(n, comm.size()).range(comm.rank());
     let distributed = adjusted_rand_index(comm, &truth[range.clone()], &predicted[range]);
