@@ -43,6 +43,13 @@ enum Command {
         /// The embedding column (Parquet) or dataset (HDF5).
         #[arg(long, default_value = "embedding")]
         column: String,
+        /// Also read every row in K row blocks (as K ranks would), checking each row, and print
+        /// the column means and the first and last ids.
+        #[arg(long, value_name = "K")]
+        check: Option<usize>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Write report.html and PNG plots from RESULTS_DIR/results.h5 and run.json (no MPI needed).
     Report {
@@ -142,6 +149,30 @@ fn generate(args: &GenerateArgs) -> embsolve::Result<String> {
     }
 }
 
+fn inspect(
+    path: &std::path::Path,
+    column: &str,
+    check: Option<usize>,
+    json: bool,
+) -> embsolve::Result<String> {
+    let info = embsolve::io::inspect(path, column)?;
+    let checked = check
+        .map(|blocks| embsolve::io::check_read(&info, blocks))
+        .transpose()?;
+    if json {
+        let value = serde_json::json!({ "info": info, "check": checked });
+        return Ok(format!("{value}\n"));
+    }
+    let mut text = embsolve::io::describe(&info);
+    if let Some(c) = checked {
+        text.push_str(&format!(
+            "checked: {} rows read in {} blocks; ids {} .. {}\n",
+            c.rows_read, c.blocks, c.first_id, c.last_id
+        ));
+    }
+    Ok(text)
+}
+
 fn init_logging(rank: usize, size: usize) {
     let default = if rank == 0 { "info" } else { "warn" };
     let mut builder = env_logger::Builder::from_env(
@@ -210,11 +241,16 @@ fn main() {
                 Err(e) => report_error(&e),
             }
         }
-        Command::Inspect { path, column } => {
+        Command::Inspect {
+            path,
+            column,
+            check,
+            json,
+        } => {
             init_logging(0, 1);
-            match embsolve::io::inspect(&path, &column) {
-                Ok(info) => {
-                    print!("{}", embsolve::io::describe(&info));
+            match inspect(&path, &column, check, json) {
+                Ok(text) => {
+                    print!("{text}");
                     0
                 }
                 Err(e) => report_error(&e),

@@ -72,7 +72,7 @@ pub(crate) fn scan(
     manifest: Option<&Manifest>,
     columns: &Columns,
 ) -> Result<DatasetInfo> {
-    let _silence = hdf5::silence_errors(true);
+    hdf5::silence_errors(true);
     let files = shard_files(path, manifest, Format::Hdf5)?;
     let mut shards = Vec::with_capacity(files.len());
     let mut dim = None;
@@ -122,13 +122,15 @@ pub(crate) fn scan(
         ids = match ids {
             None => Some(this_ids),
             Some(kind) if kind == this_ids => Some(kind),
-            Some(_) => return Err(input_error(
-                &file_path,
-                format!(
+            Some(_) => {
+                return Err(input_error(
+                    &file_path,
+                    format!(
                     "the id dataset {:?} is present or typed differently than in the first shard",
                     columns.id_column
                 ),
-            )),
+                ))
+            }
         };
         if want_labels {
             let labels = file.dataset(&columns.label_column).map_err(|_| {
@@ -166,7 +168,7 @@ pub(crate) fn scan(
 }
 
 pub(crate) fn read(info: &DatasetInfo, shard: &Shard, rows: Range<usize>) -> Result<Piece> {
-    let _silence = hdf5::silence_errors(true);
+    hdf5::silence_errors(true);
     let path = &shard.path;
     let file = open(path)?;
     let dataset = file
@@ -257,7 +259,7 @@ pub(crate) fn write_shard(
     ids: &[i64],
     labels: &[i64],
 ) -> Result<()> {
-    let _silence = hdf5::silence_errors(true);
+    hdf5::silence_errors(true);
     let output_error = |e: hdf5::Error| Error::output(format!("{}: {e}", path.display()));
     let file = hdf5::File::create(path).map_err(output_error)?;
     let chunk_rows = values.nrows().clamp(1, 4096);

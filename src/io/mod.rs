@@ -459,6 +459,77 @@ pub fn inspect(path: &Path, column: &str) -> Result<DatasetInfo> {
     }
 }
 
+/// What a full read of a dataset found (`embsolve inspect --check K`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadCheck {
+    pub blocks: usize,
+    pub rows_read: usize,
+    /// Column means over all rows (f64 accumulation in row order).
+    pub mean: Vec<f64>,
+    /// The ids of the first and last row (strings as they are, ints as numbers).
+    pub first_id: serde_json::Value,
+    pub last_id: serde_json::Value,
+    /// Sum of the integer labels (string labels are hashed), when there are labels.
+    pub label_sum: Option<i64>,
+}
+
+/// Read every row of the dataset in `blocks` row blocks, as that many ranks would (each block
+/// opens only what overlaps it), checking every row; returns column means and the end ids.
+pub fn check_read(info: &DatasetInfo, blocks: usize) -> Result<ReadCheck> {
+    let blocks = blocks.max(1);
+    let input = InputSection {
+        path: info.path.clone(),
+        format: InputFormat::Auto,
+        column: info.column.clone(),
+        id_column: info.id_column.clone().unwrap_or_default(),
+        label_column: info.label_column.clone().unwrap_or_default(),
+    };
+    let layout = crate::layout::RowLayout::new(info.n_rows, blocks);
+    let mut sums = vec![0.0f64; info.dim];
+    let mut rows_read = 0;
+    let mut first_id = serde_json::Value::Null;
+    let mut last_id = serde_json::Value::Null;
+    let mut label_sum = info.label_column.as_ref().map(|_| 0i64);
+    for block in 0..blocks {
+        let range = layout.range(block);
+        if range.is_empty() {
+            continue;
+        }
+        let start = range.start;
+        let rows = read_rows(info, &input, range)?;
+        for row in rows.embeddings.rows() {
+            for (sum, &v) in sums.iter_mut().zip(row) {
+                *sum += f64::from(v);
+            }
+        }
+        let n = rows.embeddings.nrows();
+        let id_at = |i: usize| -> serde_json::Value {
+            match &rows.ids {
+                Ids::RowNumbers => (start + i).into(),
+                Ids::Int(v) => v[i].into(),
+                Ids::Str(v) => v[i].clone().into(),
+            }
+        };
+        if rows_read == 0 {
+            first_id = id_at(0);
+        }
+        last_id = id_at(n - 1);
+        if let (Some(total), Some(labels)) = (label_sum.as_mut(), &rows.labels) {
+            *total = labels.iter().fold(*total, |acc, &l| acc.wrapping_add(l));
+        }
+        rows_read += n;
+    }
+    let n = rows_read.max(1) as f64;
+    Ok(ReadCheck {
+        blocks,
+        rows_read,
+        mean: sums.iter().map(|s| s / n).collect(),
+        first_id,
+        last_id,
+        label_sum,
+    })
+}
+
 /// A human summary of a dataset for `embsolve inspect`.
 pub fn describe(info: &DatasetInfo) -> String {
     let mut text = format!(

@@ -114,7 +114,7 @@ impl Writer<'_> {
 /// Create `path` (replacing any old file) with every dataset sized for `global.n_rows` rows, the
 /// global values and the attributes. Per-row datasets are filled by [`write_local`].
 pub fn create(path: &Path, global: &GlobalResults) -> Result<()> {
-    let _silence = hdf5::silence_errors(true);
+    hdf5::silence_errors(true);
     let file = File::create(path).map_err(|e| output_error(path, "cannot create", e))?;
     let w = Writer { path, file };
     let n = global.n_rows;
@@ -178,7 +178,7 @@ pub fn create(path: &Path, global: &GlobalResults) -> Result<()> {
 
 /// Write this rank's slices (rows `local.row_start ..`) into the file made by [`create`].
 pub fn write_local(path: &Path, global: &GlobalResults, local: &LocalResults) -> Result<()> {
-    let _silence = hdf5::silence_errors(true);
+    hdf5::silence_errors(true);
     let file = File::open_rw(path).map_err(|e| output_error(path, "cannot open", e))?;
     let w = Writer { path, file };
     let start = local.row_start;
