@@ -102,7 +102,7 @@ impl Comm for MpiComm {
         let mut local_storage = Vec::new();
         let local = heap_slice(local, &mut local_storage);
         {
-            let mut partition = PartitionMut::new(&mut all[..total], &counts[..], &displs[..]);
+            let mut partition = PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
             self.world.all_gather_varcount_into(local, &mut partition);
         }
         let mut parts = Vec::with_capacity(size);
@@ -143,7 +143,7 @@ impl Comm for MpiComm {
         {
             let partition = Partition::new(send, &send_counts[..], &send_displs[..]);
             let mut recv_partition =
-                PartitionMut::new(&mut recv[..total], &recv_counts[..], &recv_displs[..]);
+                PartitionMut::new(&mut recv[..], &recv_counts[..], &recv_displs[..]);
             self.world
                 .all_to_all_varcount_into(&partition, &mut recv_partition);
         }
