@@ -477,3 +477,37 @@ def check_scaling_outputs(out, ranks_by_series):
     for png in ("scaling_phases.png", "scaling_speedup.png", "scaling_efficiency.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000, png
+
+
+def write_run_json(run_dir, n_ranks, n_rows, phase_s):
+    run_dir.mkdir(parents=True)
+    phases = {name: {"max_s": s, "min_s": s * 0.9} for name, s in phase_s.items()}
+    (run_dir / "run.json").write_text(json.dumps({
+        "version": "0", "n_rows": n_rows, "dim": 8, "n_ranks": n_ranks, "backend": "cpu",
+        "threads_per_rank": 1, "phases": phases, "peak_rss_bytes": {"max": 1000, "min": 900},
+        "results": {}}))
+
+
+def test_scaling_collect_computes_speedup_and_efficiency(tmp_path):
+    """`scaling.sh --collect` on given run.json files: totals, speed-up, efficiency and plots."""
+    import csv
+
+    runs = tmp_path / "study" / "runs"
+    for p, knn in ((1, 4.0), (2, 2.5), (4, 1.5)):
+        write_run_json(runs / f"strong-p{p}", p, 1000, {"read": 0.5 / p, "knn": knn, "write": 0.5})
+    for p, knn in ((1, 1.0), (2, 1.25), (4, 2.0)):
+        write_run_json(runs / f"weak-p{p}", p, 500 * p, {"read": 0.5, "knn": knn, "write": 0.5})
+    done = subprocess.run([str(SCALING), "--collect", str(tmp_path / "study")], capture_output=True,
+                          text=True, env=dict(env(), EMBSOLVE_BIN=str(BIN)), timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    check_scaling_outputs(tmp_path / "study", {"strong": [1, 2, 4], "weak": [1, 2, 4]})
+    with open(tmp_path / "study" / "scaling_strong.csv") as f:
+        strong = list(csv.DictReader(f))
+    totals = [5.0, 3.25, 2.125]
+    assert [float(r["total_s"]) for r in strong] == pytest.approx(totals)
+    assert [float(r["speedup"]) for r in strong] == pytest.approx([1.0, 5.0 / 3.25, 5.0 / 2.125], abs=1e-4)
+    assert [float(r["efficiency"]) for r in strong] == pytest.approx([1.0, 5.0 / 6.5, 5.0 / 8.5], abs=1e-4)
+    with open(tmp_path / "study" / "scaling_weak.csv") as f:
+        weak = list(csv.DictReader(f))
+    assert [float(r["efficiency"]) for r in weak] == pytest.approx([1.0, 2.0 / 2.25, 2.0 / 3.0], abs=1e-4)
+    assert [float(r["knn_s"]) for r in weak] == [1.0, 1.25, 2.0]
