@@ -15,8 +15,8 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -69,10 +69,16 @@ def cluster(command, cluster_environment, check=True):
     return done
 
 
+def cluster_dir_for_tests(instance):
+    """A short private directory, the same for every session of this checkout, so that `start`
+    cleans up after a session that was killed before it could stop its cluster."""
+    return f"/tmp/esl-{os.getuid()}-{zlib.crc32(str(ROOT).encode()) % 100000}-{instance}"
+
+
 @pytest.fixture(scope="session")
 def slurm():
     """The environment of a running local Slurm (short private dir, free ports); stopped at the end."""
-    directory = tempfile.mkdtemp(prefix="esl-", dir="/tmp")
+    directory = cluster_dir_for_tests("t")
     cluster_environment = cluster_env(directory, free_port_pair())
     try:
         cluster("start", cluster_environment)
@@ -315,9 +321,10 @@ def test_sweep_task_out_of_range(tmp_path):
 
 
 def test_cluster_script_is_idempotent_and_recovers_from_a_crash(tmp_path):
-    directory = tempfile.mkdtemp(prefix="esl-", dir="/tmp")
+    directory = cluster_dir_for_tests("c")
     cluster_environment = cluster_env(directory, free_port_pair())
     try:
+        cluster("stop", cluster_environment)  # whatever a killed earlier session left behind
         assert cluster("status", cluster_environment, check=False).returncode == 3
         cluster("start", cluster_environment)
         pids = {name: int((Path(directory) / f"{name}.pid").read_text()) for name in ("munged", "slurmctld", "slurmd")}
