@@ -427,7 +427,7 @@ def test_sbatch_run_matches_mpirun(slurm, tmp_path):
 def test_sweep_real_runs_apply_their_settings(slurm, tmp_path):
     generate(tmp_path / "data", 400)
     write_sweep(tmp_path)
-    mpirun_reference(tmp_path, 1, tmp_path / "base.toml", "results/probe")
+    mpirun_reference(tmp_path, 2, tmp_path / "base.toml", "results/probe")
     job = submit(slurm, ["--array=0-2", "-n", "2", str(SWEEP), "sweep.toml"], tmp_path,
                  {"EMBSOLVE_BIN": str(BIN)})
     states = wait_job(slurm, job, timeout=150)

@@ -68,11 +68,14 @@ spawn() {
 write_config() {
   mkdir -p "$dir/state" "$dir/spool" "$dir/log"
   chmod 700 "$dir"
-  # Every task (the batch script and each srun'd rank) gets these: OpenMPI refuses root otherwise.
+  # Every task (the batch script and each srun'd rank) gets these: OpenMPI refuses root otherwise,
+  # and the node advertises more CPUs than the machine may have, so a waiting rank yields its core
+  # instead of spinning (OpenMPI only does that by itself when it knows it is oversubscribed).
   cat >"$dir/task_prolog.sh" <<'EOF'
 #!/bin/sh
 echo "export OMPI_ALLOW_RUN_AS_ROOT=1"
 echo "export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"
+echo "export OMPI_MCA_mpi_yield_when_idle=1"
 EOF
   chmod 755 "$dir/task_prolog.sh"
   cat >"$conf" <<EOF
