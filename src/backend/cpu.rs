@@ -1,0 +1,107 @@
+//! The CPU kNN backend: `kernels::knn::KnnSearch` (GEMM tiles + fused top-k) on this rank's
+//! rayon pool.
+
+use super::KnnBackend;
+use crate::config::Metric;
+use crate::dist::knn::KnnLists;
+use crate::error::{Error, Result};
+use crate::kernels::knn::{KnnSearch, TileShape};
+use ndarray::ArrayView2;
+
+/// Exact kNN on the CPU; threads follow the rayon pool the pipeline sized from `[run] threads`.
+#[derive(Default)]
+pub struct CpuKnn {
+    search: Option<KnnSearch>,
+    /// Exact evaluations of finished searches.
+    finished_evaluations: u64,
+    dim: usize,
+    query_start: usize,
+    shape: TileShape,
+}
+
+impl CpuKnn {
+    pub fn new() -> CpuKnn {
+        CpuKnn::default()
+    }
+
+    /// Use other tile sizes (tests and benchmarks; the lists do not change).
+    pub fn with_tile_shape(shape: TileShape) -> CpuKnn {
+        CpuKnn {
+            shape,
+            ..CpuKnn::default()
+        }
+    }
+
+    /// Pairs whose exact distance was computed (the filter's pass count), over all searches.
+    pub fn exact_evaluations(&self) -> u64 {
+        self.finished_evaluations + self.search.as_ref().map_or(0, KnnSearch::exact_evaluations)
+    }
+}
+
+impl KnnBackend for CpuKnn {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn begin(
+        &mut self,
+        queries: ArrayView2<f32>,
+        query_start: usize,
+        k: usize,
+        metric: Metric,
+    ) -> Result<()> {
+        if k == 0 {
+            return Err(Error::config("knn.k must be at least 1"));
+        }
+        self.dim = queries.ncols();
+        self.query_start = query_start;
+        self.search = Some(KnnSearch::new(
+            queries,
+            query_start,
+            k,
+            metric,
+            rayon::current_num_threads(),
+            self.shape,
+        ));
+        Ok(())
+    }
+
+    fn add_block(&mut self, block: ArrayView2<f32>, block_start: usize) -> Result<()> {
+        let search = self
+            .search
+            .as_mut()
+            .ok_or_else(|| Error::internal("cpu knn: add_block before begin"))?;
+        if block.nrows() > 0 && block.ncols() != self.dim {
+            return Err(Error::internal(format!(
+                "cpu knn: block at global row {block_start} has {} columns, the queries {}",
+                block.ncols(),
+                self.dim
+            )));
+        }
+        let contiguous = block.as_standard_layout();
+        let rows = contiguous
+            .as_slice()
+            .ok_or_else(|| Error::internal("cpu knn: block is not contiguous"))?;
+        search.add_block(rows, block_start);
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<KnnLists> {
+        let search = self
+            .search
+            .take()
+            .ok_or_else(|| Error::internal("cpu knn: finish before begin"))?;
+        self.finished_evaluations += search.exact_evaluations();
+        let neighbours = search.finish().map_err(|row| {
+            Error::input(format!(
+                "knn: global row {row} has fewer than k neighbours with a finite distance \
+                 (is knn.k smaller than the number of rows, and are all values finite?)"
+            ))
+        })?;
+        Ok(KnnLists {
+            k: neighbours.k,
+            indices: neighbours.indices,
+            distances: neighbours.distances,
+        })
+    }
+}

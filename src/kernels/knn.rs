@@ -1,0 +1,756 @@
+//! Exact k-nearest-neighbour tiles: distance tiles from a fast f32 GEMM, top-k selection fused per
+//! tile row (no distance matrix is kept), and exact canonical distances for the kept candidates.
+//!
+//! # Why the lists do not depend on tiling, ranks or threads
+//!
+//! A GEMM is free to accumulate a dot product in any order: the `gemm` crate picks micro-kernels
+//! and blocking by matrix shape and CPU features, so the same pair of rows can get a different
+//! last bit in a different tile. Sorting on those values would make the lists depend on how rows
+//! are split over ranks and threads. So the GEMM is only used as a *filter*:
+//!
+//! 1. Every distance that is stored or compared is the **canonical distance**
+//!    ([`exact_distance`]): a dot product (or squared difference) over the two rows with eight
+//!    running sums in a fixed order and a fixed reduction tree, with no fused multiply-add, so it
+//!    has the same bits on any CPU, SIMD width, tile or rank. Lists are ordered by
+//!    (canonical distance, global row): a total order, so the k smallest are one well-defined set.
+//! 2. The GEMM value differs from the canonical one by at most `2 γ_D |q| |b|`
+//!    (γ_D = D u / (1 - D u), u = 2^-24; standard bound for any summation order, FMA or not).
+//!    A reference row is a *candidate* when its GEMM value is within a margin of four times that
+//!    bound of the current k-th canonical distance; only candidates get their canonical distance
+//!    computed and offered to the list.
+//! 3. A row that belongs to the final top-k has a canonical distance no larger than the final
+//!    k-th, hence no larger than the k-th at the time it is scanned, so it always passes the
+//!    filter. The final list is therefore exactly the top-k of the canonical distances, whatever
+//!    the tile shapes, the order in which blocks arrive or the number of threads.
+//!
+//! The filter costs one compare per distance (vectorised, 32 at a time); the canonical distance
+//! is computed only for the few rows that pass (about k ln(n/k) per query on shuffled data).
+//! A GEMM micro-kernel with a canonical accumulation order would avoid the second pass but would
+//! give up the `gemm` crate's tuned kernels.
+//!
+//! For cosine the rows must already be unit length (preprocessing makes them so); the distance is
+//! `1 - dot`. `ip` is `-dot`. `l2` is the Euclidean distance `sqrt(sum (q - b)^2)`, computed from
+//! the differences (not from norms) for the kept candidates.
+
+use crate::config::Metric;
+use ndarray::ArrayView2;
+use rayon::prelude::*;
+
+/// Running sums of the canonical dot product (and of the squared distance).
+const LANES: usize = 8;
+/// Keys compared per filter step in the fused selection.
+const SCAN_CHUNK: usize = 32;
+/// No list entry yet: larger than any real (distance, row) pair.
+const EMPTY_ROW: u64 = u64::MAX;
+
+/// The canonical dot product: eight running sums (`acc[l]` takes elements `i ≡ l mod 8` in
+/// order), separate multiply and add, then a fixed reduction tree. Same bits on every CPU.
+#[inline]
+pub fn canonical_dot(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [0.0f32; LANES];
+    let split = a.len() - a.len() % LANES;
+    for (ca, cb) in a[..split]
+        .chunks_exact(LANES)
+        .zip(b[..split].chunks_exact(LANES))
+    {
+        for lane in 0..LANES {
+            acc[lane] += ca[lane] * cb[lane];
+        }
+    }
+    for (lane, (x, y)) in a[split..].iter().zip(&b[split..]).enumerate() {
+        acc[lane] += x * y;
+    }
+    reduce_lanes(&acc)
+}
+
+/// The canonical squared Euclidean distance, in the same order as [`canonical_dot`].
+#[inline]
+pub fn canonical_sq_distance(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [0.0f32; LANES];
+    let split = a.len() - a.len() % LANES;
+    for (ca, cb) in a[..split]
+        .chunks_exact(LANES)
+        .zip(b[..split].chunks_exact(LANES))
+    {
+        for lane in 0..LANES {
+            let diff = ca[lane] - cb[lane];
+            acc[lane] += diff * diff;
+        }
+    }
+    for (lane, (x, y)) in a[split..].iter().zip(&b[split..]).enumerate() {
+        let diff = x - y;
+        acc[lane] += diff * diff;
+    }
+    reduce_lanes(&acc)
+}
+
+#[inline]
+fn reduce_lanes(acc: &[f32; LANES]) -> f32 {
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+}
+
+/// The distance stored in the lists (SPEC: `1 - cosine`, Euclidean distance, `-dot`).
+#[inline]
+pub fn exact_distance(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
+    match metric {
+        Metric::Cosine => 1.0 - canonical_dot(a, b),
+        // `+ 0.0` turns the -0.0 of a zero dot product into 0.0.
+        Metric::Ip => -canonical_dot(a, b) + 0.0,
+        Metric::L2 => canonical_sq_distance(a, b).sqrt(),
+    }
+}
+
+/// True when (distance, row) comes before (other distance, other row): the list order.
+#[inline]
+fn precedes(distance: f32, row: u64, other_distance: f32, other_row: u64) -> bool {
+    distance < other_distance || (distance == other_distance && row < other_row)
+}
+
+/// Tile sizes of the fused GEMM + selection loop (queries x reference rows per GEMM call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TileShape {
+    pub query_rows: usize,
+    pub ref_rows: usize,
+}
+
+impl Default for TileShape {
+    fn default() -> Self {
+        TileShape {
+            query_rows: 256,
+            ref_rows: 512,
+        }
+    }
+}
+
+/// The finished lists of a search: `indices[i * k + j]` is the j-th nearest global row of query i.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Neighbours {
+    pub k: usize,
+    pub indices: Vec<u64>,
+    pub distances: Vec<f32>,
+}
+
+/// One thread's share of the queries, with its lists and its GEMM tile (allocated once).
+struct Worker {
+    /// Global row of the first query of this worker.
+    query_start: usize,
+    n_queries: usize,
+    /// Row-major `n_queries x dim` copy of the queries.
+    queries: Vec<f32>,
+    query_norms: Vec<f32>,
+    /// `|q|^2` (used by l2 only).
+    query_sq_norms: Vec<f32>,
+    /// Running lists, `n_queries x k`, sorted by (distance, row).
+    distances: Vec<f32>,
+    indices: Vec<u64>,
+    /// Per query: the smallest GEMM key that can still enter the list (see the module doc).
+    thresholds: Vec<f32>,
+    /// GEMM output, `query_rows x ref_rows`, row-major.
+    tile: Vec<f32>,
+    /// Pairs whose canonical distance was computed (for tuning and the bench).
+    exact_evaluations: u64,
+}
+
+/// Per-block data every worker reads.
+struct BlockView<'a> {
+    rows: &'a [f32],
+    n_rows: usize,
+    start: usize,
+    /// `|b|^2 / 2` per row (the l2 key is `dot - |b|^2 / 2`).
+    half_sq_norms: &'a [f32],
+    max_norm: f32,
+}
+
+/// The search parameters shared by the workers.
+#[derive(Debug, Clone, Copy)]
+struct Params {
+    metric: Metric,
+    k: usize,
+    dim: usize,
+    shape: TileShape,
+    /// Relative error margin of a GEMM value: 4 x the worst-case `2 γ_D` (module doc).
+    margin: f64,
+    /// The CPU has AVX2 (faster candidate scan; same result).
+    avx2: bool,
+}
+
+/// Exact kNN for a fixed set of queries, fed with blocks of reference rows in any order.
+/// All memory (lists, GEMM tiles, per-block norms) is allocated by `new` and `reserve_block`;
+/// the tile loop allocates nothing.
+pub struct KnnSearch {
+    params: Params,
+    workers: Vec<Worker>,
+    block_half_sq_norms: Vec<f32>,
+}
+
+impl KnnSearch {
+    /// Start a search for `queries` (global rows `query_start..`), `k` neighbours each, with the
+    /// work split over `n_workers` threads. Rows must be unit length for cosine.
+    pub fn new(
+        queries: ArrayView2<f32>,
+        query_start: usize,
+        k: usize,
+        metric: Metric,
+        n_workers: usize,
+        shape: TileShape,
+    ) -> KnnSearch {
+        assert!(k > 0, "k must be positive");
+        assert!(shape.query_rows > 0 && shape.ref_rows > 0);
+        let dim = queries.ncols();
+        let n_queries = queries.nrows();
+        let n_workers = n_workers.max(1);
+        let unit = f64::from(f32::EPSILON) / 2.0;
+        let width = (dim + 8) as f64;
+        let margin = 4.0 * 2.0 * width * unit / (1.0 - width * unit);
+        let params = Params {
+            metric,
+            k,
+            dim,
+            shape,
+            margin,
+            avx2: has_avx2(),
+        };
+        let workers = (0..n_workers)
+            .map(|w| {
+                let first = w * n_queries / n_workers;
+                let last = (w + 1) * n_queries / n_workers;
+                let mut queries_copy = Vec::with_capacity((last - first) * dim);
+                for row in queries.rows().into_iter().skip(first).take(last - first) {
+                    queries_copy.extend(row.iter().copied());
+                }
+                let query_norms: Vec<f32> = queries_copy
+                    .chunks_exact(dim.max(1))
+                    .map(|q| sum_sq(q).sqrt())
+                    .collect();
+                let query_sq_norms = query_norms.iter().map(|n| n * n).collect();
+                let count = last - first;
+                let tile_len = shape.query_rows.min(count.max(1)) * shape.ref_rows;
+                Worker {
+                    query_start: query_start + first,
+                    n_queries: count,
+                    queries: queries_copy,
+                    query_norms,
+                    query_sq_norms,
+                    distances: vec![f32::INFINITY; count * k],
+                    indices: vec![EMPTY_ROW; count * k],
+                    thresholds: vec![f32::NEG_INFINITY; count],
+                    tile: vec![0.0; tile_len],
+                    exact_evaluations: 0,
+                }
+            })
+            .collect();
+        KnnSearch {
+            params,
+            workers,
+            block_half_sq_norms: Vec::new(),
+        }
+    }
+
+    /// Size the per-block buffers for blocks of up to `max_rows` rows (optional: the first larger
+    /// block grows them once).
+    pub fn reserve_block(&mut self, max_rows: usize) {
+        let extra = max_rows.saturating_sub(self.block_half_sq_norms.len());
+        self.block_half_sq_norms.reserve(extra);
+    }
+
+    /// Merge a block of reference rows (row-major, `n_rows x dim`, global rows `block_start..`)
+    /// into every query's list. Workers run in parallel on the current rayon pool.
+    pub fn add_block(&mut self, rows: &[f32], block_start: usize) {
+        let dim = self.params.dim;
+        let n_rows = rows.len().checked_div(dim).unwrap_or(0);
+        if n_rows == 0 || self.workers.iter().all(|w| w.n_queries == 0) {
+            return;
+        }
+        self.block_half_sq_norms.clear();
+        let mut max_norm = 0.0f32;
+        for row in rows.chunks_exact(dim) {
+            let sq = sum_sq(row);
+            max_norm = max_norm.max(sq.sqrt());
+            self.block_half_sq_norms.push(0.5 * sq);
+        }
+        let block = BlockView {
+            rows,
+            n_rows,
+            start: block_start,
+            half_sq_norms: &self.block_half_sq_norms,
+            max_norm,
+        };
+        let params = self.params;
+        self.workers
+            .par_iter_mut()
+            .for_each(|worker| worker.add_block(&params, &block));
+    }
+
+    /// Pairs whose canonical distance was computed so far (the filter's pass count).
+    pub fn exact_evaluations(&self) -> u64 {
+        self.workers.iter().map(|w| w.exact_evaluations).sum()
+    }
+
+    /// The lists, or the first query that has fewer than k neighbours (fewer than k + 1 rows were
+    /// given, or distances were not finite).
+    pub fn finish(self) -> Result<Neighbours, usize> {
+        let k = self.params.k;
+        let mut indices = Vec::new();
+        let mut distances = Vec::new();
+        for worker in self.workers {
+            if let Some(position) = worker.indices.iter().position(|&i| i == EMPTY_ROW) {
+                return Err(worker.query_start + position / k);
+            }
+            indices.extend(worker.indices);
+            distances.extend(worker.distances);
+        }
+        Ok(Neighbours {
+            k,
+            indices,
+            distances,
+        })
+    }
+}
+
+impl Worker {
+    fn add_block(&mut self, params: &Params, block: &BlockView) {
+        if self.n_queries == 0 {
+            return;
+        }
+        let dim = params.dim;
+        for q in 0..self.n_queries {
+            self.thresholds[q] = self.threshold(params, q, block.max_norm);
+        }
+        let shape = params.shape;
+        // The tile is moved out for the loop so `offer` can borrow the rest of the worker.
+        let mut tile = std::mem::take(&mut self.tile);
+        for ref_first in (0..block.n_rows).step_by(shape.ref_rows) {
+            let n_ref = shape.ref_rows.min(block.n_rows - ref_first);
+            let ref_rows = &block.rows[ref_first * dim..(ref_first + n_ref) * dim];
+            for query_first in (0..self.n_queries).step_by(shape.query_rows) {
+                let n_query = shape.query_rows.min(self.n_queries - query_first);
+                let query_rows = &self.queries[query_first * dim..(query_first + n_query) * dim];
+                gemm_tile(
+                    &mut tile,
+                    shape.ref_rows,
+                    query_rows,
+                    n_query,
+                    ref_rows,
+                    n_ref,
+                    dim,
+                );
+                for local in 0..n_query {
+                    let q = query_first + local;
+                    let keys = &tile[local * shape.ref_rows..local * shape.ref_rows + n_ref];
+                    let offsets = &block.half_sq_norms[ref_first..ref_first + n_ref];
+                    let mut from = 0;
+                    let offsets = (params.metric == Metric::L2).then_some(offsets);
+                    while let Some(found) =
+                        next_candidate(keys, offsets, from, self.thresholds[q], params.avx2)
+                    {
+                        self.offer(params, q, block, ref_first + found);
+                        from = found + 1;
+                    }
+                }
+            }
+        }
+        self.tile = tile;
+    }
+
+    /// Compute the canonical distance of (query q, block row) and insert it if it belongs.
+    #[inline(never)]
+    fn offer(&mut self, params: &Params, q: usize, block: &BlockView, block_row: usize) {
+        let row = (block.start + block_row) as u64;
+        if row == (self.query_start + q) as u64 {
+            return;
+        }
+        let dim = params.dim;
+        let k = params.k;
+        self.exact_evaluations += 1;
+        let query = &self.queries[q * dim..(q + 1) * dim];
+        let reference = &block.rows[block_row * dim..(block_row + 1) * dim];
+        let distance = exact_distance(params.metric, query, reference);
+        let list_d = &mut self.distances[q * k..(q + 1) * k];
+        let list_i = &mut self.indices[q * k..(q + 1) * k];
+        if !precedes(distance, row, list_d[k - 1], list_i[k - 1]) {
+            return;
+        }
+        let mut slot = k - 1;
+        while slot > 0 && precedes(distance, row, list_d[slot - 1], list_i[slot - 1]) {
+            list_d[slot] = list_d[slot - 1];
+            list_i[slot] = list_i[slot - 1];
+            slot -= 1;
+        }
+        list_d[slot] = distance;
+        list_i[slot] = row;
+        self.thresholds[q] = self.threshold(params, q, block.max_norm);
+    }
+
+    /// The smallest GEMM key that may still enter query q's list: the key of its k-th canonical
+    /// distance, lowered by the error margin (module doc). Computed in f64, then rounded down.
+    fn threshold(&self, params: &Params, q: usize, block_max_norm: f32) -> f32 {
+        let kth = self.distances[q * params.k + params.k - 1];
+        if !kth.is_finite() {
+            return f32::NEG_INFINITY;
+        }
+        let kth = f64::from(kth);
+        let norm_q = f64::from(self.query_norms[q]);
+        let norm_b = f64::from(block_max_norm);
+        let unit = f64::from(f32::EPSILON) / 2.0;
+        let key = match params.metric {
+            // dot >= -kth - margin
+            Metric::Ip => -kth - params.margin * norm_q * norm_b - 4.0 * unit * kth.abs(),
+            // dot >= 1 - kth - margin (plus the rounding of 1 - dot)
+            Metric::Cosine => 1.0 - kth - params.margin * norm_q * norm_b - 4.0 * unit,
+            // dot - |b|^2/2 >= (|q|^2 - kth^2 (1 + 8u) - margin (|q| + |b|)^2) / 2
+            Metric::L2 => {
+                let sq_q = f64::from(self.query_sq_norms[q]);
+                let reach = (norm_q + norm_b) * (norm_q + norm_b);
+                0.5 * (sq_q - kth * kth * (1.0 + 8.0 * unit) - params.margin * reach)
+            }
+        };
+        let rounded = key as f32;
+        if f64::from(rounded) > key {
+            next_down(rounded)
+        } else {
+            rounded
+        }
+    }
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The next float below `x` (finite `x`).
+fn next_down(x: f32) -> f32 {
+    if x == 0.0 {
+        return -f32::from_bits(1);
+    }
+    let bits = x.to_bits();
+    if x > 0.0 {
+        f32::from_bits(bits - 1)
+    } else {
+        f32::from_bits(bits + 1)
+    }
+}
+
+#[inline]
+fn sum_sq(row: &[f32]) -> f32 {
+    canonical_dot(row, row)
+}
+
+/// First position `>= from` whose key (`keys[j]`, minus `offsets[j]` for l2) is `>= threshold`.
+/// Compares 32 keys per step; uses AVX2 when the CPU has it (same answer either way).
+#[inline]
+fn next_candidate(
+    keys: &[f32],
+    offsets: Option<&[f32]>,
+    from: usize,
+    threshold: f32,
+    avx2: bool,
+) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: `avx2` is true only when the CPU reports AVX2 (checked in `KnnSearch::new`).
+        return unsafe {
+            match offsets {
+                Some(offsets) => next_candidate_avx2::<true>(keys, offsets, from, threshold),
+                None => next_candidate_avx2::<false>(keys, keys, from, threshold),
+            }
+        };
+    }
+    let _ = avx2;
+    match offsets {
+        Some(offsets) => next_candidate_portable::<true>(keys, offsets, from, threshold),
+        None => next_candidate_portable::<false>(keys, keys, from, threshold),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn next_candidate_avx2<const L2: bool>(
+    keys: &[f32],
+    offsets: &[f32],
+    from: usize,
+    threshold: f32,
+) -> Option<usize> {
+    next_candidate_portable::<L2>(keys, offsets, from, threshold)
+}
+
+#[inline(always)]
+fn next_candidate_portable<const L2: bool>(
+    keys: &[f32],
+    offsets: &[f32],
+    from: usize,
+    threshold: f32,
+) -> Option<usize> {
+    let key = |j: usize| {
+        if L2 {
+            keys[j] - offsets[j]
+        } else {
+            keys[j]
+        }
+    };
+    let n = keys.len();
+    let mut start = from;
+    while start + SCAN_CHUNK <= n {
+        let chunk: &[f32; SCAN_CHUNK] = keys[start..start + SCAN_CHUNK]
+            .try_into()
+            .expect("chunk length");
+        let hit = if L2 {
+            let offset: &[f32; SCAN_CHUNK] = offsets[start..start + SCAN_CHUNK]
+                .try_into()
+                .expect("chunk length");
+            let mut hit = false;
+            for j in 0..SCAN_CHUNK {
+                hit |= chunk[j] - offset[j] >= threshold;
+            }
+            hit
+        } else {
+            let mut hit = false;
+            for value in chunk {
+                hit |= *value >= threshold;
+            }
+            hit
+        };
+        if hit {
+            return (start..start + SCAN_CHUNK).find(|&j| key(j) >= threshold);
+        }
+        start += SCAN_CHUNK;
+    }
+    (start..n).find(|&j| key(j) >= threshold)
+}
+
+/// `tile[i * tile_stride + j] = dot(query i, reference j)` for an `n_query x n_ref` tile, with the
+/// single-threaded `gemm` kernel (threads split the queries one level up).
+pub fn gemm_tile(
+    tile: &mut [f32],
+    tile_stride: usize,
+    queries: &[f32],
+    n_query: usize,
+    references: &[f32],
+    n_ref: usize,
+    dim: usize,
+) {
+    assert!(n_ref <= tile_stride);
+    assert!(n_query == 0 || tile.len() >= (n_query - 1) * tile_stride + n_ref);
+    assert!(queries.len() >= n_query * dim && references.len() >= n_ref * dim);
+    if n_query == 0 || n_ref == 0 {
+        return;
+    }
+    // SAFETY: the asserts above keep every index the kernel touches inside the three slices:
+    // dst (i, j) at i * tile_stride + j, lhs (i, l) at i * dim + l, rhs (l, j) at j * dim + l.
+    unsafe {
+        gemm::gemm(
+            n_query,
+            n_ref,
+            dim,
+            tile.as_mut_ptr(),
+            1,
+            tile_stride as isize,
+            false,
+            queries.as_ptr(),
+            1,
+            dim as isize,
+            references.as_ptr(),
+            dim as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::reference::knn_naive;
+    use ndarray::Array2;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Random rows with deliberate ties: exact duplicate rows and rows at equal distance.
+    fn rows_with_ties(n_rows: usize, dim: usize, seed: u64, unit: bool) -> Array2<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut rows = Array2::<f32>::zeros((n_rows, dim));
+        for i in 0..n_rows {
+            if i > 2 && rng.gen_bool(0.2) {
+                let source = rng.gen_range(0..i);
+                let copy = rows.row(source).to_owned();
+                rows.row_mut(i).assign(&copy);
+                continue;
+            }
+            for value in rows.row_mut(i).iter_mut() {
+                // Few distinct values: many equal distances between distinct rows.
+                *value = rng.gen_range(-2i32..=2) as f32 * 0.5 + rng.gen_range(0..2) as f32 * 0.25;
+            }
+        }
+        if unit {
+            for mut row in rows.rows_mut() {
+                let norm = canonical_dot(row.as_slice().unwrap(), row.as_slice().unwrap()).sqrt();
+                if norm > 0.0 {
+                    row.mapv_inplace(|v| v / norm);
+                } else {
+                    row[0] = 1.0;
+                }
+            }
+        }
+        rows
+    }
+
+    fn search_in_blocks(
+        rows: &Array2<f32>,
+        k: usize,
+        metric: Metric,
+        n_workers: usize,
+        shape: TileShape,
+        block_rows: usize,
+    ) -> Neighbours {
+        let n_rows = rows.nrows();
+        let dim = rows.ncols();
+        let data = rows.as_slice().unwrap();
+        let mut search = KnnSearch::new(rows.view(), 0, k, metric, n_workers, shape);
+        // Blocks in a rotated order, as the ring delivers them.
+        let starts: Vec<usize> = (0..n_rows).step_by(block_rows).collect();
+        let rotate = starts.len() / 2;
+        for &start in starts[rotate..].iter().chain(&starts[..rotate]) {
+            let end = (start + block_rows).min(n_rows);
+            search.add_block(&data[start * dim..end * dim], start);
+        }
+        search.finish().expect("every query has k neighbours")
+    }
+
+    #[test]
+    fn canonical_dot_is_close_to_the_f64_dot() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for dim in [1usize, 7, 8, 13, 128, 300] {
+            let a: Vec<f32> = (0..dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let b: Vec<f32> = (0..dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let exact: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+            let bound: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (*x as f64 * *y as f64).abs())
+                .sum();
+            let tolerance = dim as f64 * f64::from(f32::EPSILON) * bound + 1e-30;
+            assert!(
+                (canonical_dot(&a, &b) as f64 - exact).abs() <= tolerance,
+                "dim {dim}"
+            );
+            let sq: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+                .sum();
+            let got = canonical_sq_distance(&a, &b) as f64;
+            assert!(
+                (got - sq).abs() <= dim as f64 * 4.0 * f64::from(f32::EPSILON) * sq,
+                "dim {dim}"
+            );
+        }
+    }
+
+    #[test]
+    fn gemm_tile_matches_the_canonical_dot_closely() {
+        let rows = rows_with_ties(70, 37, 5, false);
+        let data = rows.as_slice().unwrap();
+        let stride = 50;
+        let mut tile = vec![f32::NAN; 30 * stride];
+        gemm_tile(
+            &mut tile,
+            stride,
+            &data[..30 * 37],
+            30,
+            &data[20 * 37..],
+            45,
+            37,
+        );
+        for i in 0..30 {
+            for j in 0..45 {
+                let want = canonical_dot(
+                    &data[i * 37..(i + 1) * 37],
+                    &data[(20 + j) * 37..(21 + j) * 37],
+                );
+                assert!(
+                    (tile[i * stride + j] - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "({i}, {j})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn lists_equal_the_naive_oracle_for_every_tiling_and_thread_count() {
+        for metric in [Metric::Cosine, Metric::L2, Metric::Ip] {
+            let rows = rows_with_ties(157, 19, 11, metric == Metric::Cosine);
+            for k in [1usize, 5, 16] {
+                let (want_indices, want_distances) = knn_naive(rows.view(), k, metric);
+                for (workers, shape, block_rows) in [
+                    (1, TileShape::default(), 157),
+                    (
+                        3,
+                        TileShape {
+                            query_rows: 7,
+                            ref_rows: 16,
+                        },
+                        40,
+                    ),
+                    (
+                        2,
+                        TileShape {
+                            query_rows: 1,
+                            ref_rows: 33,
+                        },
+                        1,
+                    ),
+                    (
+                        4,
+                        TileShape {
+                            query_rows: 64,
+                            ref_rows: 3,
+                        },
+                        156,
+                    ),
+                ] {
+                    let got = search_in_blocks(&rows, k, metric, workers, shape, block_rows);
+                    let case = format!(
+                        "{metric:?} k={k} workers={workers} {shape:?} blocks of {block_rows}"
+                    );
+                    assert_eq!(got.indices, want_indices, "{case}");
+                    let same_bits = got
+                        .distances
+                        .iter()
+                        .zip(&want_distances)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same_bits, "{case}: distances differ");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn identical_rows_go_to_the_smaller_row_and_self_is_excluded() {
+        let rows = Array2::from_elem((6, 4), 0.5f32);
+        let got = search_in_blocks(&rows, 3, Metric::Cosine, 2, TileShape::default(), 4);
+        assert_eq!(&got.indices[0..3], &[1, 2, 3]);
+        assert_eq!(&got.indices[3..6], &[0, 2, 3]);
+        assert_eq!(&got.indices[15..18], &[0, 1, 2]);
+    }
+
+    #[test]
+    fn too_few_rows_names_the_first_short_query() {
+        let rows = rows_with_ties(4, 3, 1, false);
+        let mut search = KnnSearch::new(rows.view(), 10, 4, Metric::L2, 1, TileShape::default());
+        search.add_block(rows.as_slice().unwrap(), 10);
+        assert_eq!(search.finish().err(), Some(10));
+    }
+}

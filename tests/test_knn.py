@@ -1,0 +1,58 @@
+"""End-to-end tests of the exact kNN: the multi-rank self-checks at 1-4 ranks (every rank compares
+its lists with the serial brute-force oracle, on data with duplicate rows and equal distances),
+and, through `embsolve run`, /knn/indices identical at 1 and 3 ranks and equal to a numpy oracle."""
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import run_mpi, write_config
+
+KNN_CHECKS = ["knn_ring_cosine", "knn_ring_l2", "knn_ring_ip", "knn_fewer_rows_than_ranks"]
+
+
+@pytest.mark.parametrize("n_ranks", [1, 2, 3, 4])
+def test_ring_knn_selftest_matches_the_serial_oracle(n_ranks):
+    done = run_mpi(n_ranks, "selftest", "knn", timeout=300)
+    for check in KNN_CHECKS:
+        assert f"selftest {check}: ok on {n_ranks} ranks" in done.stdout, done.stdout + done.stderr
+
+
+def oracle(x, k):
+    """Top-k by float64 cosine, self excluded, ties to the smaller row."""
+    x = x.astype(np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    return np.array([np.lexsort((np.arange(len(x)), -row))[:k] for row in sims])
+
+
+def run_knn(tmp_path, data, n_ranks, k, tag):
+    out = tmp_path / f"out_{tag}"
+    config = write_config(tmp_path / f"{tag}.toml", data, out, input={"format": "npy"},
+                          knn={"k": k, "metric": "cosine", "backend": "cpu"},
+                          components={"enabled": False}, pagerank={"enabled": False},
+                          spectral={"enabled": False}, output={"checkpoint": False})
+    done = run_mpi(n_ranks, "run", config, check=False, timeout=300)
+    if done.returncode != 0 and "readers are not built yet" in done.stderr:
+        pytest.skip("the .npy reader is not in this build yet")
+    assert done.returncode == 0, done.stderr
+    with h5py.File(out / "results.h5") as f:
+        return f["/knn/indices"][...], f["/knn/distances"][...]
+
+
+def test_run_writes_identical_exact_lists_at_1_and_3_ranks(tmp_path):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(500, 24)).astype(np.float32)
+    data = tmp_path / "rows.npy"
+    np.save(data, x)
+    k = 8
+    indices_1, distances_1 = run_knn(tmp_path, data, 1, k, "one")
+    indices_3, distances_3 = run_knn(tmp_path, data, 3, k, "three")
+    assert indices_1.shape == (500, k) and indices_1.dtype == np.int64
+    np.testing.assert_array_equal(indices_1, indices_3)
+    assert distances_1.tobytes() == distances_3.tobytes()
+    want = oracle(x, k)
+    # Continuous random data: float64 and the kernel's float32 agree on the order.
+    assert (indices_1 == want).mean() > 0.999
+    assert np.all(np.diff(distances_1, axis=1) >= 0)
