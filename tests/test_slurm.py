@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import time
+import tomllib
 import zlib
 from pathlib import Path
 
@@ -439,6 +440,9 @@ def test_sweep_real_runs_apply_their_settings(slurm, tmp_path):
             assert f["knn/indices"].shape == (400, k)
             assert ("spectral" in f) == spectral
             assert f.attrs["n_ranks"] == 2
+            config = f.attrs["config"]
+            assert tomllib.loads(config)["knn"]["k"] == k, config
+            assert tomllib.loads(config)["spectral"]["enabled"] == spectral, config
 
 
 def test_requeue_of_a_finished_run_resumes_to_the_same_results(slurm, tmp_path):
