@@ -1,6 +1,6 @@
-"""Graph, connected components and PageRank end to end: the multi-rank selftests at 1-4 ranks,
-and real runs on the blobs fixture compared with scipy (components, a power-iteration PageRank on
-the graph rebuilt from the kNN lists in results.h5) and across rank counts."""
+"""Graph, connected components and PageRank end to end: real runs on the blobs fixture compared with
+scipy (components, a power-iteration PageRank on the graph rebuilt from the kNN lists in results.h5)
+and across rank counts. (The graph selftests at 1-4 ranks run in test_selftest.py.)"""
 
 import json
 
@@ -11,13 +11,6 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from conftest import run_mpi, write_config
-
-
-@pytest.mark.parametrize("n_ranks", [1, 2, 3, 4])
-def test_graph_selftests(n_ranks):
-    done = run_mpi(n_ranks, "selftest", "graph", timeout=300)
-    for name in ["graph_build", "graph_components", "graph_pagerank"]:
-        assert f"selftest {name}: ok on {n_ranks} ranks" in done.stdout, done.stdout + done.stderr
 
 
 def similarity_graph(indices, distances, symmetrize, weight, min_similarity):
