@@ -564,7 +564,7 @@ impl ShardWriter {
         use parquet::basic::Compression;
         use parquet::file::properties::WriterProperties;
         let item = Arc::new(Field::new(
-            "item",
+            "element",
             if half {
                 DataType::Float16
             } else {
