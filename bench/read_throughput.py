@@ -27,14 +27,15 @@ BIN = Path(os.environ.get("EMBSOLVE_BIN", ROOT / "target" / "release" / "embsolv
 
 
 def peak_rss_of(args):
-    """Peak RSS (bytes) and wall time of one run, measured with GNU time."""
+    """Wall time, CPU time (user + sys) and peak RSS (bytes) of one run, measured with GNU time."""
     start = time.monotonic()
-    done = subprocess.run(["/usr/bin/time", "-f", "%M", *map(str, args)], capture_output=True, text=True)
+    done = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", *map(str, args)], capture_output=True,
+                          text=True)
     wall = time.monotonic() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(map(str, args))} failed:\n{done.stderr}")
-    rss_kb = int(done.stderr.strip().splitlines()[-1])
-    return done.stdout, wall, rss_kb * 1024
+    rss_kb, user, system = done.stderr.strip().splitlines()[-1].split()
+    return done.stdout, wall, float(user) + float(system), int(rss_kb) * 1024
 
 
 def numpy_mean(fmt, path):
@@ -80,13 +81,14 @@ def main():
             disk = sum(f.stat().st_size for f in data.rglob("*") if f.is_file())
             reference = numpy_mean(name, data)
             for k in blocks:
-                stdout, wall, rss = peak_rss_of([BIN, "inspect", data, "--check", k, "--json"])
+                stdout, wall, cpu, rss = peak_rss_of([BIN, "inspect", data, "--check", k, "--json"])
                 report = json.loads(stdout)
                 error = float(np.max(np.abs(np.array(report["check"]["mean"]) - reference)))
                 in_memory = args.rows * args.dim * 4
                 rows.append({
                     "format": name, "rows": args.rows, "dim": args.dim, "shards": args.shards, "blocks": k,
-                    "disk_bytes": disk, "wall_s": round(wall, 3),
+                    "disk_bytes": disk, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+                    "f32_gb_per_cpu_s": round(in_memory / max(cpu, 1e-9) / 1e9, 3),
                     "rows_per_s": round(args.rows / wall), "f32_gb_per_s": round(in_memory / wall / 1e9, 3),
                     "peak_rss_mb": round(rss / 2**20, 1), "block_mb": round(in_memory / k / 2**20, 1),
                     "max_abs_mean_error": error,
