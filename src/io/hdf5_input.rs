@@ -167,7 +167,15 @@ pub(crate) fn scan(
     })
 }
 
-pub(crate) fn read(info: &DatasetInfo, shard: &Shard, rows: Range<usize>) -> Result<Piece> {
+/// Elements per hyperslab read (bounds the transient copy of a block read).
+const ELEMENTS_PER_READ: usize = 1 << 22;
+
+pub(crate) fn read(
+    info: &DatasetInfo,
+    shard: &Shard,
+    rows: Range<usize>,
+    values: &mut Vec<f32>,
+) -> Result<Piece> {
     hdf5::silence_errors(true);
     let path = &shard.path;
     let file = open(path)?;
@@ -184,18 +192,21 @@ pub(crate) fn read(info: &DatasetInfo, shard: &Shard, rows: Range<usize>) -> Res
             ),
         ));
     }
-    let block = dataset
-        .read_slice_2d::<f32, _>(s![rows.start..rows.end, ..])
-        .map_err(|e| {
-            input_error(
-                path,
-                format!(
-                    "dataset {:?} rows {}..{}: {e}",
-                    info.column, rows.start, rows.end
-                ),
-            )
-        })?;
-    let values = block.into_raw_vec_and_offset().0;
+    let step = (ELEMENTS_PER_READ / info.dim.max(1)).max(1);
+    let mut start = rows.start;
+    while start < rows.end {
+        let end = rows.end.min(start + step);
+        let block = dataset
+            .read_slice_2d::<f32, _>(s![start..end, ..])
+            .map_err(|e| {
+                input_error(
+                    path,
+                    format!("dataset {:?} rows {start}..{end}: {e}", info.column),
+                )
+            })?;
+        values.extend(block.iter());
+        start = end;
+    }
     let ids = match (&info.id_column, info.id_kind) {
         (Some(name), Some(kind)) => {
             let ids = file
@@ -244,11 +255,7 @@ pub(crate) fn read(info: &DatasetInfo, shard: &Shard, rows: Range<usize>) -> Res
         }
         None => None,
     };
-    Ok(Piece {
-        values,
-        ids,
-        labels,
-    })
+    Ok(Piece { ids, labels })
 }
 
 /// Write one HDF5 shard for `embsolve generate`: `column` (rows x dim f32), `id`, `label`.

@@ -115,9 +115,9 @@ pub struct RowBlock {
     pub labels: Option<Vec<i64>>,
 }
 
-/// What a format reader returns for one shard piece: `n x dim` values, ids and labels.
+/// What a format reader returns for one shard piece besides its values (which it appends to
+/// the caller's buffer): ids and labels.
 pub(crate) struct Piece {
-    pub values: Vec<f32>,
     pub ids: Option<IdValues>,
     pub labels: Option<Vec<i64>>,
 }
@@ -182,13 +182,13 @@ pub fn read_rows(info: &DatasetInfo, input: &InputSection, rows: Range<usize>) -
     let mut labels = info.label_column.as_ref().map(|_| Vec::new());
     for (shard_idx, local) in plan_shards(&info.shards, rows.clone()) {
         let shard = &info.shards[shard_idx];
+        let before = values.len();
         let piece = match info.format {
-            Format::Parquet => parquet::read(info, shard, local.clone())?,
-            Format::Hdf5 => hdf5_input::read(info, shard, local.clone())?,
-            Format::Npy => npy::read(info, shard, local.clone())?,
+            Format::Parquet => parquet::read(info, shard, local.clone(), &mut values)?,
+            Format::Hdf5 => hdf5_input::read(info, shard, local.clone(), &mut values)?,
+            Format::Npy => npy::read(info, shard, local.clone(), &mut values)?,
         };
-        check_piece(info, shard, local.clone(), &piece)?;
-        values.extend_from_slice(&piece.values);
+        check_piece(info, shard, local.clone(), &values[before..], &piece)?;
         match piece.ids {
             Some(IdValues::Int(v)) => int_ids.extend(v),
             Some(IdValues::Str(v)) => str_ids.extend(v),
@@ -217,28 +217,29 @@ fn check_piece(
     info: &DatasetInfo,
     shard: &Shard,
     local: Range<usize>,
+    values: &[f32],
     piece: &Piece,
 ) -> Result<()> {
     let n = local.len();
-    if piece.values.len() != n * info.dim {
+    if values.len() != n * info.dim {
         return Err(Error::input(format!(
             "{}: rows {}..{} hold {} values, expected {} x {}",
             shard.path.display(),
             local.start,
             local.end,
-            piece.values.len(),
+            values.len(),
             n,
             info.dim
         )));
     }
-    if let Some(at) = piece.values.iter().position(|v| !v.is_finite()) {
+    if let Some(at) = values.iter().position(|v| !v.is_finite()) {
         let row = local.start + at / info.dim;
         return Err(Error::input(format!(
             "{}: row {row} (global row {}) of column {:?} holds a non-finite value ({}) at position {}",
             shard.path.display(),
             shard.row_start + row,
             info.column,
-            piece.values[at],
+            values[at],
             at % info.dim
         )));
     }

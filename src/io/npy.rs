@@ -450,7 +450,17 @@ fn check_sidecar(path: &Path, embedding: &Header, ids: bool) -> Result<IdKind> {
     }
 }
 
-pub(crate) fn read(info: &DatasetInfo, shard: &Shard, rows: Range<usize>) -> Result<Piece> {
+/// Rows per read: about 16 MiB of file bytes (bounds the transient copy of a block read).
+fn rows_per_read(header: &Header) -> usize {
+    ((16usize << 20) / (header.row_len() * header.item_size).max(1)).max(1)
+}
+
+pub(crate) fn read(
+    info: &DatasetInfo,
+    shard: &Shard,
+    rows: Range<usize>,
+    values: &mut Vec<f32>,
+) -> Result<Piece> {
     let header = read_header(&shard.path)?;
     if header.row_len() != info.dim || header.n_rows() != shard.n_rows {
         return Err(input_error(
@@ -461,9 +471,14 @@ pub(crate) fn read(info: &DatasetInfo, shard: &Shard, rows: Range<usize>) -> Res
             ),
         ));
     }
-    let bytes = read_bytes(&shard.path, &header, rows.clone())?;
-    let values = decode_f32(&bytes, &header)?;
-    drop(bytes);
+    let step = rows_per_read(&header);
+    let mut start = rows.start;
+    while start < rows.end {
+        let end = rows.end.min(start + step);
+        let bytes = read_bytes(&shard.path, &header, start..end)?;
+        values.extend(decode_f32(&bytes, &header)?);
+        start = end;
+    }
     let ids = match (&shard.id_path, info.id_kind) {
         (Some(id_path), Some(kind)) => {
             let id_header = read_header(id_path)?;
@@ -493,11 +508,7 @@ pub(crate) fn read(info: &DatasetInfo, shard: &Shard, rows: Range<usize>) -> Res
         }
         _ => None,
     };
-    Ok(Piece {
-        values,
-        ids,
-        labels,
-    })
+    Ok(Piece { ids, labels })
 }
 
 /// Writes a `.npy` file row by row: header first (shape known up front), then the data.

@@ -452,7 +452,12 @@ pub(crate) fn scan(
     })
 }
 
-pub(crate) fn read(info: &DatasetInfo, shard: &Shard, local: Range<usize>) -> Result<Piece> {
+pub(crate) fn read(
+    info: &DatasetInfo,
+    shard: &Shard,
+    local: Range<usize>,
+    values: &mut Vec<f32>,
+) -> Result<Piece> {
     let path = &shard.path;
     let schema = open(path)?.schema().clone();
     let embedding_index = column_index(path, &schema, &info.column)?;
@@ -476,7 +481,6 @@ pub(crate) fn read(info: &DatasetInfo, shard: &Shard, local: Range<usize>) -> Re
     let id_at = id_index.map(position);
     let label_at = label_index.map(position);
 
-    let mut values = Vec::with_capacity(local.len() * info.dim);
     let mut int_ids = Vec::new();
     let mut str_ids = Vec::new();
     let mut labels = Vec::new();
@@ -492,7 +496,7 @@ pub(crate) fn read(info: &DatasetInfo, shard: &Shard, local: Range<usize>) -> Re
                 batch.column(embedding_at).as_ref(),
                 info.dim,
                 first_row,
-                &mut values,
+                values,
             )?;
             if let (Some(at), Some(name)) = (id_at, &info.id_column) {
                 let column = batch.column(at).as_ref();
@@ -533,7 +537,6 @@ pub(crate) fn read(info: &DatasetInfo, shard: &Shard, local: Range<usize>) -> Re
         None => None,
     };
     Ok(Piece {
-        values,
         ids,
         labels: info.label_column.as_ref().map(|_| labels),
     })
@@ -561,7 +564,7 @@ impl ShardWriter {
         use parquet::basic::Compression;
         use parquet::file::properties::WriterProperties;
         let item = Arc::new(Field::new(
-            "item",
+            "element",
             if half {
                 DataType::Float16
             } else {
@@ -689,8 +692,9 @@ mod tests {
         assert_eq!((info.n_rows, info.dim), (n, dim));
         assert_eq!(info.shards[0].row_groups, vec![4, 4, 2]);
         assert_eq!(info.dtype, "float32");
-        let piece = read(&info, &info.shards[0], 3..7).unwrap();
-        assert_eq!(piece.values, values[3 * dim..7 * dim].to_vec());
+        let mut read_values = Vec::new();
+        let piece = read(&info, &info.shards[0], 3..7, &mut read_values).unwrap();
+        assert_eq!(read_values, values[3 * dim..7 * dim].to_vec());
         match piece.ids {
             Some(IdValues::Int(v)) => assert_eq!(v, vec![103, 104, 105, 106]),
             _ => panic!("int ids expected"),
