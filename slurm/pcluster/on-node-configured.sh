@@ -18,7 +18,7 @@ node_type=${cfn_node_type:-HeadNode}
 
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends lmod openmpi-bin libopenmpi3 libhdf5-103-1 \
-  libhdf5-openmpi-103-1 fonts-dejavu-core >/dev/null
+  libhdf5-openmpi-103-1 fonts-dejavu-core python3-tomli >/dev/null
 
 # Every login shell: Lmod and the embsolve modules.
 cat >/etc/profile.d/z-embsolve-modules.sh <<PROFILE
