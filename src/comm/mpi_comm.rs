@@ -101,16 +101,8 @@ impl Comm for MpiComm {
         let mut all = heap_bytes(total);
         let mut local_storage = Vec::new();
         let local = heap_slice(local, &mut local_storage);
-        // Empty buffers at address 1 would read as MPI_IN_PLACE (see alltoallv_bytes).
-        let mut all = vec![0u8; total.max(1)];
-        let placeholder = [0u8; 1];
-        let local = if local.is_empty() {
-            &placeholder[..0]
-        } else {
-            local
-        };
         {
-            let mut partition = PartitionMut::new(&mut all[..total], &counts[..], &displs[..]);
+            let mut partition = PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
             self.world.all_gather_varcount_into(local, &mut partition);
         }
         let mut parts = Vec::with_capacity(size);
@@ -148,23 +140,13 @@ impl Comm for MpiComm {
         let mut recv = heap_bytes(total);
         let mut send_storage = Vec::new();
         let send = heap_slice(send, &mut send_storage);
-        // An empty Vec<u8> points at address 1, which is OpenMPI's MPI_IN_PLACE: keep both
-        // buffers at real addresses (a one-byte allocation, a stack byte) when they are empty.
-        let mut recv = vec![0u8; total.max(1)];
-        let placeholder = [0u8; 1];
-        let send = if send.is_empty() {
-            &placeholder[..0]
-        } else {
-            send
-        };
         {
             let partition = Partition::new(send, &send_counts[..], &send_displs[..]);
             let mut recv_partition =
-                PartitionMut::new(&mut recv[..total], &recv_counts[..], &recv_displs[..]);
+                PartitionMut::new(&mut recv[..], &recv_counts[..], &recv_displs[..]);
             self.world
                 .all_to_all_varcount_into(&partition, &mut recv_partition);
         }
-        recv.truncate(total);
         (recv, recv_counts.iter().map(|&c| c as usize).collect())
     }
 

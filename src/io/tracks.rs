@@ -700,7 +700,8 @@ fn synthetic_sequence(rng: &mut ChaCha8Rng, length: usize) -> (Vec<u8>, Vec<(usi
 /// (uniform in length/2 ..= 3*length/2) with planted coding segments, written to the directory
 /// `out` as `shards` files (`format` parquet: ragged-tensor column `tokens` and `id`; hdf5:
 /// `/tokens`, `/offsets`), plus `manifest.json` and the ground truth `coding.csv`
-/// (seq,start,end: global sequence number, end exclusive).
+/// (seq,start,end: global sequence number, end exclusive). One shard to an `out` ending in
+/// `.parquet`, `.h5` or `.hdf5` writes that single file and the truth as `OUT.coding.csv`.
 pub fn generate_tracks(
     n_sequences: usize,
     length: usize,
@@ -714,7 +715,7 @@ pub fn generate_tracks(
             "generate --kind tracks needs --n >= 1 and --length >= 1",
         ));
     }
-    let extension = match format {
+    let file_extension = match format {
         "parquet" => "parquet",
         "hdf5" => "h5",
         other => {
@@ -724,7 +725,17 @@ pub fn generate_tracks(
         }
     };
     let shards = shards.clamp(1, n_sequences);
-    std::fs::create_dir_all(out).map_err(|e| Error::output(format!("{}: {e}", out.display())))?;
+    // One shard to a PATH named like a track file: that file, and the truth beside it.
+    let single_file =
+        shards == 1 && matches!(self::extension(out).as_str(), "parquet" | "h5" | "hdf5");
+    let dir = if single_file {
+        out.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+    } else {
+        out
+    };
+    std::fs::create_dir_all(dir).map_err(|e| Error::output(format!("{}: {e}", dir.display())))?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut truth = String::from("seq,start,end\n");
     let mut files = Vec::new();
@@ -741,8 +752,12 @@ pub fn generate_tracks(
             tracks.push(tokens);
             seq += 1;
         }
-        let name = format!("part-{shard:05}.{extension}");
-        let path = out.join(&name);
+        let name = format!("part-{shard:05}.{file_extension}");
+        let path = if single_file {
+            out.to_path_buf()
+        } else {
+            out.join(&name)
+        };
         let first_id = seq - shard_rows;
         match format {
             "parquet" => write_parquet_shard(&path, &tracks, first_id),
@@ -754,6 +769,13 @@ pub fn generate_tracks(
         let path = out.join(name);
         std::fs::write(&path, text).map_err(|e| Error::output(format!("{}: {e}", path.display())))
     };
+    if single_file {
+        let mut truth_path = out.as_os_str().to_owned();
+        truth_path.push(".coding.csv");
+        let truth_path = PathBuf::from(truth_path);
+        return std::fs::write(&truth_path, &truth)
+            .map_err(|e| Error::output(format!("{}: {e}", truth_path.display())));
+    }
     write("coding.csv", &truth)?;
     let manifest = serde_json::json!({
         "format": format,
