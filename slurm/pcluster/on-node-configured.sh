@@ -2,7 +2,7 @@
 # ParallelCluster OnNodeConfigured action: install embsolve and its Lmod module.
 #   on-node-configured.sh REPO_URL GIT_REF PREFIX
 # On the head node: installs the build dependencies and Lmod, builds embsolve from REPO_URL at
-# GIT_REF and runs `make install PREFIX=PREFIX/embsolve` (PREFIX is on the shared FSx file system),
+# GIT_REF and installs it with scripts/install.sh into PREFIX/embsolve (on the shared FSx file system),
 # then makes PREFIX/embsolve/modulefiles visible to every login shell. On compute nodes: installs the
 # runtime libraries (OpenMPI, HDF5) and Lmod, and waits until the head node's install is there.
 # Logs go to /var/log/parallelcluster/ (cfn-init output) and PREFIX/embsolve-install.log.
@@ -18,7 +18,7 @@ node_type=${cfn_node_type:-HeadNode}
 
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends lmod openmpi-bin libopenmpi3 libhdf5-103-1 \
-  libhdf5-openmpi-103-1 fonts-dejavu-core >/dev/null
+  libhdf5-openmpi-103-1 fonts-dejavu-core python3-tomli >/dev/null
 
 # Every login shell: Lmod and the embsolve modules.
 cat >/etc/profile.d/z-embsolve-modules.sh <<PROFILE
@@ -27,6 +27,7 @@ cat >/etc/profile.d/z-embsolve-modules.sh <<PROFILE
 PROFILE
 
 if [ "$node_type" = HeadNode ]; then
+  mkdir -p "$prefix/src"
   exec >>"$prefix/embsolve-install.log" 2>&1
   apt-get install -y -qq --no-install-recommends git build-essential curl clang libclang-dev \
     pkg-config libopenmpi-dev libhdf5-dev libhdf5-openmpi-dev hdf5-tools >/dev/null
@@ -42,7 +43,11 @@ if [ "$node_type" = HeadNode ]; then
   fi
   git -C "$src" checkout --detach "$ref"
   version=$(git -C "$src" describe --tags --always)
-  make -C "$src" install PREFIX="$root" VERSION="${version#v}"
+  # Build and install directly: `make install` would run scripts/deps.sh, whose Debian slurm-wlm
+  # must not be installed next to ParallelCluster's own Slurm in /opt/slurm.
+  (cd "$src" && HDF5_DIR=/usr/lib/x86_64-linux-gnu/hdf5/serial MPI_PKG_CONFIG=ompi-c \
+    cargo build --release --locked --bin embsolve --bin embsolve-plot-scaling)
+  "$src/scripts/install.sh" "$root" "${version#v}"
   # The default version for a plain `module load embsolve`.
   ln -sfn "${version#v}.lua" "$root/modulefiles/embsolve/default"
 else
