@@ -27,30 +27,11 @@ fn gpu_metric(metric: Metric) -> embsolve_cuda::Metric {
     }
 }
 
-/// The exact distance of one (query, row) pair, as the CPU backend defines it: `1 - cos` for
-/// cosine (1 when a norm is zero), Euclidean for l2, `-dot` for ip, each summed in f32 in index
-/// order. The final lists and distances come from this function, so it must stay the CPU
-/// backend's own pairwise distance.
+/// The exact distance of one (query, row) pair: the CPU backend's own canonical distance
+/// (`kernels::knn::exact_distance`; rows are unit length under cosine), so the final lists and
+/// distances are bit-identical to the CPU's.
 pub fn exact_distance(query: &[f32], row: &[f32], metric: Metric) -> f32 {
-    match metric {
-        Metric::Ip => -query.iter().zip(row).map(|(a, b)| a * b).sum::<f32>(),
-        Metric::Cosine => {
-            let dot: f32 = query.iter().zip(row).map(|(a, b)| a * b).sum();
-            let norm_query = query.iter().map(|a| a * a).sum::<f32>().sqrt();
-            let norm_row = row.iter().map(|b| b * b).sum::<f32>().sqrt();
-            if norm_query == 0.0 || norm_row == 0.0 {
-                1.0
-            } else {
-                1.0 - dot / (norm_query * norm_row)
-            }
-        }
-        Metric::L2 => query
-            .iter()
-            .zip(row)
-            .map(|(a, b)| (a - b) * (a - b))
-            .sum::<f32>()
-            .sqrt(),
-    }
+    crate::kernels::knn::exact_distance(metric, query, row)
 }
 
 /// `EMBSOLVE_CUDA_PRECISION=tf32` selects TF32 dot tiles (faster on tensor cores; the lists stay
@@ -241,13 +222,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exact_distance_matches_the_metric_definitions() {
-        let a = [3.0f32, 4.0];
-        let b = [4.0f32, 3.0];
-        assert_eq!(exact_distance(&a, &b, Metric::Ip), -24.0);
-        assert!((exact_distance(&a, &b, Metric::Cosine) - (1.0 - 24.0 / 25.0)).abs() < 1e-7);
-        assert!((exact_distance(&a, &b, Metric::L2) - 2f32.sqrt()).abs() < 1e-6);
-        assert_eq!(exact_distance(&a, &[0.0, 0.0], Metric::Cosine), 1.0);
+    fn exact_distance_is_the_cpu_backends() {
+        let a = [0.6f32, 0.8];
+        let b = [0.8f32, 0.6];
+        for metric in [Metric::Cosine, Metric::L2, Metric::Ip] {
+            assert_eq!(
+                exact_distance(&a, &b, metric).to_bits(),
+                crate::kernels::knn::exact_distance(metric, &a, &b).to_bits()
+            );
+        }
+        assert!((exact_distance(&a, &b, Metric::Cosine) - (1.0 - 0.96)).abs() < 1e-6);
+        assert!((exact_distance(&a, &b, Metric::Ip) + 0.96).abs() < 1e-6);
     }
 
     #[test]

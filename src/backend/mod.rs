@@ -3,10 +3,11 @@
 //! when a GPU is usable. The only home of CUDA in this crate.
 
 pub mod cpu;
+pub mod cuda;
 
 use crate::config::{BackendChoice, Metric};
 use crate::dist::knn::KnnLists;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use ndarray::ArrayView2;
 
 /// A kNN engine for one rank. It holds this rank's query rows and merges blocks of reference rows
@@ -31,17 +32,17 @@ pub trait KnnBackend {
 /// Pick the backend for `knn.backend`. Never panics when CUDA is missing: `auto` falls back to
 /// the CPU, `cuda` is a clear error (exit 2).
 pub fn select_knn_backend(choice: BackendChoice, local_rank: usize) -> Result<Box<dyn KnnBackend>> {
-    // ---- CUDA backend plugs in here ----
-    // When `cuda.rs` lands: `Cuda` returns the CUDA engine for GPU `local_rank % n_gpus` (or its
-    // backend error), and `Auto` tries it first, falling back to the CPU when no GPU is usable.
     match choice {
-        BackendChoice::Cpu | BackendChoice::Auto => Ok(Box::new(cpu::CpuKnn::new())),
-        BackendChoice::Cuda => Err(Error::backend(format!(
-            "knn.backend = \"cuda\" (local rank {local_rank}): no usable CUDA GPU in this build; \
-             use knn.backend = \"cpu\" or \"auto\""
-        ))),
+        BackendChoice::Cpu => Ok(Box::new(cpu::CpuKnn::new())),
+        BackendChoice::Cuda => Ok(Box::new(cuda::CudaKnn::open(local_rank)?)),
+        BackendChoice::Auto => match cuda::CudaKnn::open(local_rank) {
+            Ok(backend) => Ok(Box::new(backend)),
+            Err(error) => {
+                log::info!("knn.backend = auto: {}; kNN on the CPU", error.message);
+                Ok(Box::new(cpu::CpuKnn::new()))
+            }
+        },
     }
-    // ---- end of the CUDA plug-in point ----
 }
 
 #[cfg(test)]
@@ -50,18 +51,21 @@ mod tests {
     use crate::error::ErrorKind;
 
     #[test]
-    fn cpu_and_auto_give_the_cpu_and_cuda_is_a_backend_error() {
+    fn cpu_always_auto_by_gpu_and_cuda_without_gpu_is_a_backend_error() {
         assert_eq!(
             select_knn_backend(BackendChoice::Cpu, 0).unwrap().name(),
             "cpu"
         );
+        let gpu = cuda::CudaKnn::open(0).is_ok();
         assert_eq!(
             select_knn_backend(BackendChoice::Auto, 1).unwrap().name(),
-            "cpu"
+            if gpu { "cuda" } else { "cpu" }
         );
-        let err = select_knn_backend(BackendChoice::Cuda, 0).err().unwrap();
-        assert_eq!(err.kind, ErrorKind::Backend);
-        assert_eq!(err.exit_status(), 2);
-        assert!(err.message.contains("knn.backend"), "{}", err.message);
+        if !gpu {
+            let err = select_knn_backend(BackendChoice::Cuda, 0).err().unwrap();
+            assert_eq!(err.kind, ErrorKind::Backend);
+            assert_eq!(err.exit_status(), 2);
+            assert!(err.message.contains("CUDA"), "{}", err.message);
+        }
     }
 }
