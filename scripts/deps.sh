@@ -2,7 +2,7 @@
 # Install the Debian packages embsolve needs, only those missing; quiet when there is nothing to do.
 set -euo pipefail
 packages=(libopenmpi-dev openmpi-bin libhdf5-dev libhdf5-openmpi-dev hdf5-tools clang libclang-dev pkg-config
-          slurm-wlm munge lmod fonts-dejavu-core chromium)
+          slurm-wlm munge lmod fonts-dejavu-core chromium python3-venv)
 packages+=("$@")
 missing=()
 for p in "${packages[@]}"; do

@@ -271,9 +271,12 @@ impl RunConfig {
         for item in overrides {
             apply_override(&mut table, item)?;
         }
-        let config: RunConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::config(e.message().trim().replace('\n', " ")))?;
+        let config: RunConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let why = e.inner().message().trim().replace('\n', " ");
+                Error::config(format!("`{key}`: {why}"))
+            })?;
         config.validate()?;
         Ok(config)
     }

@@ -33,6 +33,24 @@ enum Command {
         #[arg(long)]
         resume: bool,
     },
+    /// Write a synthetic dataset: seeded Gaussian blobs (embeddings with id and label columns) or
+    /// DNA token tracks.
+    Generate(GenerateArgs),
+    /// Print what a dataset holds: rows, dim, dtype, shards, ids and labels (no MPI needed).
+    Inspect {
+        /// A file, a directory of shards, or a dataset directory with manifest.json.
+        path: PathBuf,
+        /// The embedding column (Parquet) or dataset (HDF5).
+        #[arg(long, default_value = "embedding")]
+        column: String,
+        /// Also read every row in K row blocks (as K ranks would), checking each row, and print
+        /// the column means and the first and last ids.
+        #[arg(long, value_name = "K")]
+        check: Option<usize>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write report.html and PNG plots from RESULTS_DIR/results.h5 and run.json (no MPI needed).
     Report {
         /// A run's output.dir.
@@ -44,6 +62,115 @@ enum Command {
         /// Only the checks whose name contains this.
         filter: Option<String>,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Kind {
+    Blobs,
+    Tracks,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    Parquet,
+    Hdf5,
+    Npy,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Dtype {
+    F32,
+    F16,
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// What to generate.
+    #[arg(long, value_enum)]
+    kind: Kind,
+    /// Rows (blobs) or sequences (tracks).
+    #[arg(long)]
+    n: usize,
+    /// Embedding dimension (blobs).
+    #[arg(long, default_value_t = 32)]
+    dim: usize,
+    /// Number of Gaussian clusters (blobs).
+    #[arg(long, default_value_t = 8)]
+    clusters: usize,
+    /// Standard deviation around each cluster centre (blobs; centres are uniform in [-10, 10]^dim).
+    #[arg(long, default_value_t = 1.0)]
+    noise: f64,
+    /// Seed: the same seed gives the same data for any shard count.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Approximate sequence length (tracks).
+    #[arg(long, default_value_t = 10_000)]
+    length: usize,
+    #[arg(long, value_enum)]
+    format: OutputFormat,
+    /// Number of files (a directory with manifest.json; 1 shard with a .parquet/.h5/.npy PATH
+    /// writes that single file).
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// Element type of the embeddings.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: Dtype,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn generate(args: &GenerateArgs) -> embsolve::Result<String> {
+    let (format, format_name) = match args.format {
+        OutputFormat::Parquet => (embsolve::io::Format::Parquet, "parquet"),
+        OutputFormat::Hdf5 => (embsolve::io::Format::Hdf5, "hdf5"),
+        OutputFormat::Npy => (embsolve::io::Format::Npy, "npy"),
+    };
+    match args.kind {
+        Kind::Blobs => embsolve::io::generate::blobs(&embsolve::io::generate::BlobsParams {
+            n_rows: args.n,
+            dim: args.dim,
+            clusters: args.clusters,
+            noise: args.noise,
+            seed: args.seed,
+            format,
+            shards: args.shards,
+            half: args.dtype == Dtype::F16,
+            out: args.out.clone(),
+        }),
+        Kind::Tracks => embsolve::io::tracks::generate_tracks(
+            args.n,
+            args.length,
+            args.seed,
+            format_name,
+            args.shards,
+            &args.out,
+        )
+        .map(|()| format!("wrote {} tracks to {}", args.n, args.out.display())),
+    }
+}
+
+fn inspect(
+    path: &std::path::Path,
+    column: &str,
+    check: Option<usize>,
+    json: bool,
+) -> embsolve::Result<String> {
+    let info = embsolve::io::inspect(path, column)?;
+    let checked = check
+        .map(|blocks| embsolve::io::check_read(&info, blocks))
+        .transpose()?;
+    if json {
+        let value = serde_json::json!({ "info": info, "check": checked });
+        return Ok(format!("{value}\n"));
+    }
+    let mut text = embsolve::io::describe(&info);
+    if let Some(c) = checked {
+        text.push_str(&format!(
+            "checked: {} rows read in {} blocks; ids {} .. {}\n",
+            c.rows_read, c.blocks, c.first_id, c.last_id
+        ));
+    }
+    Ok(text)
 }
 
 fn init_logging(rank: usize, size: usize) {
@@ -99,6 +226,31 @@ fn main() {
                     if comm.rank() == 0 {
                         print_summary(&cfg, &summary);
                     }
+                    0
+                }
+                Err(e) => report_error(&e),
+            }
+        }
+        Command::Generate(args) => {
+            init_logging(0, 1);
+            match generate(&args) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    0
+                }
+                Err(e) => report_error(&e),
+            }
+        }
+        Command::Inspect {
+            path,
+            column,
+            check,
+            json,
+        } => {
+            init_logging(0, 1);
+            match inspect(&path, &column, check, json) {
+                Ok(text) => {
+                    print!("{text}");
                     0
                 }
                 Err(e) => report_error(&e),

@@ -182,6 +182,10 @@ fn run_phases(ctx: &mut Context, options: &RunOptions) -> Result<RunSummary> {
     // preprocess
     let start = std::time::Instant::now();
     let mut embeddings = block.embeddings;
+    agree(
+        comm,
+        crate::dist::preprocess::check_finite(embeddings.view(), row_start),
+    )?;
     let stats = crate::dist::preprocess::global_stats(comm, embeddings.view());
     let prepared = crate::dist::preprocess::apply(
         comm,
@@ -301,8 +305,12 @@ fn prepare_output_dir(comm: &dyn Comm, dir: &Path) -> Result<()> {
     if comm.rank() != 0 {
         return Ok(());
     }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::output(format!("cannot create output.dir {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error::config(format!(
+            "output.dir {} cannot be created: {e}",
+            dir.display()
+        ))
+    })?;
     let probe = dir.join(".embsolve-write-probe");
     std::fs::write(&probe, b"")
         .map_err(|e| Error::config(format!("output.dir {} is not writable: {e}", dir.display())))?;
@@ -392,17 +400,35 @@ fn run_solvers(
     )?;
     let backend_name = backend.name().to_string();
     log::info!("knn backend: {backend_name}");
-    let knn = agree(
-        comm,
-        crate::dist::knn::exact_knn(
-            comm,
-            layout,
-            embeddings,
-            config.knn.k,
-            config.knn.metric,
-            backend.as_mut(),
-        ),
-    )?;
+    let knn = match checkpoints.load(comm, "knn").and_then(|mut p| {
+        Some(crate::dist::knn::KnnLists {
+            k: p.u64()? as usize,
+            indices: p.vec()?,
+            distances: p.vec()?,
+        })
+    }) {
+        Some(knn) => knn,
+        None => {
+            let knn = agree(
+                comm,
+                crate::dist::knn::exact_knn(
+                    comm,
+                    layout,
+                    embeddings,
+                    config.knn.k,
+                    config.knn.metric,
+                    backend.as_mut(),
+                ),
+            )?;
+            let mut payload = Payload::default();
+            payload
+                .put_u64(knn.k as u64)
+                .put_slice(&knn.indices)
+                .put_slice(&knn.distances);
+            agree(comm, checkpoints.save("knn", &payload))?;
+            knn
+        }
+    };
     ctx.timers.add("knn", start.elapsed().as_secs_f64());
     ctx.safe_point()?;
     global.knn_k = Some(knn.k);
@@ -423,8 +449,19 @@ fn run_solvers(
 
     if config.components.enabled {
         let start = std::time::Instant::now();
-        let (component_labels, n_components) =
-            crate::dist::components::connected_components(comm, &graph);
+        let saved = checkpoints
+            .load(comm, "components")
+            .and_then(|mut p| Some((p.vec::<i64>()?, p.u64()?)));
+        let (component_labels, n_components) = match saved {
+            Some(saved) => saved,
+            None => {
+                let (labels, n) = crate::dist::components::connected_components(comm, &graph);
+                let mut payload = Payload::default();
+                payload.put_slice(&labels).put_u64(n);
+                agree(comm, checkpoints.save("components", &payload))?;
+                (labels, n)
+            }
+        };
         ctx.timers.add("components", start.elapsed().as_secs_f64());
         results.insert("n_components".into(), n_components.into());
         if let Some(truth) = labels {
@@ -472,10 +509,20 @@ fn run_solvers(
 
     if config.spectral.enabled {
         let start = std::time::Instant::now();
-        let outcome = agree(
-            comm,
-            crate::dist::spectral::spectral_clustering(comm, &graph, &config.spectral),
-        )?;
+        let outcome = match checkpoints
+            .load(comm, "spectral")
+            .and_then(|mut p| load_spectral(&mut p))
+        {
+            Some(outcome) => outcome,
+            None => {
+                let outcome = agree(
+                    comm,
+                    crate::dist::spectral::spectral_clustering(comm, &graph, &config.spectral),
+                )?;
+                agree(comm, checkpoints.save("spectral", &save_spectral(&outcome)))?;
+                outcome
+            }
+        };
         ctx.timers.add("spectral", start.elapsed().as_secs_f64());
         if !outcome.converged {
             log::warn!(
@@ -527,5 +574,36 @@ fn run_solvers(
     Ok(SolverOutcome {
         backend: backend_name,
         results_json: serde_json::Value::Object(results),
+    })
+}
+
+/// The spectral stage as a checkpoint payload: eigenpairs, this rank's embedding rows and labels.
+fn save_spectral(outcome: &crate::dist::spectral::SpectralOutcome) -> Payload {
+    let mut payload = Payload::default();
+    let embedding: Vec<f32> = outcome.embedding.iter().copied().collect();
+    payload
+        .put_slice(&outcome.eigenvalues)
+        .put_u64(outcome.embedding.ncols() as u64)
+        .put_slice(&embedding)
+        .put_slice(&outcome.labels)
+        .put_u64(outcome.n_clusters as u64)
+        .put_u64(outcome.iterations as u64)
+        .put_u64(outcome.converged as u64);
+    payload
+}
+
+fn load_spectral(payload: &mut Payload) -> Option<crate::dist::spectral::SpectralOutcome> {
+    let eigenvalues = payload.vec()?;
+    let n_cols = payload.u64()? as usize;
+    let embedding: Vec<f32> = payload.vec()?;
+    let n_local = embedding.len().checked_div(n_cols).unwrap_or(0);
+    let embedding = ndarray::Array2::from_shape_vec((n_local, n_cols), embedding).ok()?;
+    Some(crate::dist::spectral::SpectralOutcome {
+        eigenvalues,
+        embedding,
+        labels: payload.vec()?,
+        n_clusters: payload.u64()? as usize,
+        iterations: payload.u64()? as usize,
+        converged: payload.u64()? != 0,
     })
 }

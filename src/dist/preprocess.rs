@@ -10,6 +10,27 @@ use crate::kernels::pca;
 use ndarray::{Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
+/// Every value must be finite: a NaN or an infinity is an input error naming its global row and
+/// column (checked before any statistic, so no sum is poisoned).
+pub fn check_finite(rows: ArrayView2<f32>, row_start: usize) -> Result<()> {
+    let bad = rows
+        .axis_iter(Axis(0))
+        .into_par_iter()
+        .enumerate()
+        .find_first(|(_, row)| row.iter().any(|x| !x.is_finite()))
+        .map(|(i, row)| {
+            let column = row.iter().position(|x| !x.is_finite()).unwrap_or(0);
+            (i, column, row[column])
+        });
+    match bad {
+        None => Ok(()),
+        Some((i, column, value)) => Err(Error::input(format!(
+            "row {} column {column} of the embeddings is {value}; every value must be finite",
+            row_start + i
+        ))),
+    }
+}
+
 /// Statistics of the raw input rows, over all ranks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GlobalStats {

@@ -26,7 +26,7 @@ fn read_vec<T: hdf5::H5Type>(file: &hdf5::File, name: &str) -> Option<Vec<T>> {
 
 /// Read what the report needs from `path`, keeping at most `max_points` embedding rows.
 pub fn read(path: &Path, max_points: usize) -> Result<ResultsData> {
-    let _silence = hdf5::silence_errors(true);
+    hdf5::silence_errors(true);
     let file = hdf5::File::open(path)
         .map_err(|e| Error::input(format!("cannot open {}: {e}", path.display())))?;
     let mut data = ResultsData {
