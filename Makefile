@@ -37,7 +37,8 @@ test-unit: deps
 	cargo test --release --locked --workspace
 
 test-py: build ray-env
-	EMBSOLVE_BIN=$(abspath $(BIN)) $(PY) -m pytest -q -x tests ray/tests
+	EMBSOLVE_BIN=$(abspath $(BIN)) $(PY) -m pytest -q tests
+	EMBSOLVE_BIN=$(abspath $(BIN)) $(PY) -m pytest -q ray/tests
 
 test: build test-unit test-py
 

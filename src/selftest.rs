@@ -19,6 +19,14 @@ pub fn checks() -> Vec<(&'static str, Check)> {
         ("knn_ring_l2", check_knn_ring_l2),
         ("knn_ring_ip", check_knn_ring_ip),
         ("knn_fewer_rows_than_ranks", check_knn_fewer_rows_than_ranks),
+        ("graph_build", check_graph_build),
+        ("graph_components", check_graph_components),
+        ("graph_pagerank", check_graph_pagerank),
+        ("spectral_lanczos", check_spectral_lanczos),
+        ("spectral_kmeans", check_spectral_kmeans),
+        ("spectral_clustering", check_spectral_clustering),
+        ("spectral_ari", check_spectral_ari),
+        ("fft_tracks", check_fft_tracks),
     ]
 }
 
@@ -153,6 +161,7 @@ fn check_io_read_blocks(comm: &dyn Comm) -> Result<(), String> {
     }
     outcome
 }
+
 // ---- kNN checks ----
 
 /// Seeded rows with deliberate ties: exact duplicates and few distinct values (equal distances
@@ -281,3 +290,666 @@ fn check_knn_fewer_rows_than_ranks(comm: &dyn Comm) -> Result<(), String> {
     }
 }
 // ---- end of kNN checks ----
+
+/// A whole-problem kNN list set (every rank builds the same) for the graph checks.
+struct GraphCase {
+    name: &'static str,
+    n_rows: usize,
+    metric: crate::config::Metric,
+    section: crate::config::GraphSection,
+    knn: crate::dist::knn::KnnLists,
+}
+
+impl GraphCase {
+    /// This rank's rows of the lists.
+    fn local_knn(&self, layout: &RowLayout, rank: usize) -> crate::dist::knn::KnnLists {
+        let range = layout.range(rank);
+        let k = self.knn.k;
+        crate::dist::knn::KnnLists {
+            k,
+            indices: self.knn.indices[range.start * k..range.end * k].to_vec(),
+            distances: self.knn.distances[range.start * k..range.end * k].to_vec(),
+        }
+    }
+
+    /// The graph of this rank's rows, and the serial graph of the whole problem.
+    fn build(
+        &self,
+        comm: &dyn Comm,
+    ) -> Result<(crate::dist::graph::DistGraph, crate::dist::graph::DistGraph), String> {
+        use crate::dist::graph::DistGraph;
+        let layout = RowLayout::new(self.n_rows, comm.size());
+        let local = self.local_knn(&layout, comm.rank());
+        let graph = DistGraph::build(comm, &layout, &local, &self.section, self.metric)
+            .map_err(|e| format!("{}: distributed build: {e}", self.name))?;
+        let serial = DistGraph::build(
+            &SerialComm,
+            &RowLayout::new(self.n_rows, 1),
+            &self.knn,
+            &self.section,
+            self.metric,
+        )
+        .map_err(|e| format!("{}: serial build: {e}", self.name))?;
+        Ok((graph, serial))
+    }
+}
+
+/// Lists whose kept neighbours are given (similarity 0.9 - small steps), padded to `k` with
+/// entries of similarity -0.9 that `min_similarity = 0` drops.
+fn crafted_knn(
+    n_rows: usize,
+    k: usize,
+    neighbours: impl Fn(usize) -> Vec<usize>,
+) -> crate::dist::knn::KnnLists {
+    let mut indices = Vec::with_capacity(n_rows * k);
+    let mut distances = Vec::with_capacity(n_rows * k);
+    for row in 0..n_rows {
+        let kept = neighbours(row);
+        assert!(kept.len() <= k, "row {row} has more than k neighbours");
+        for (rank, &col) in kept.iter().enumerate() {
+            indices.push(col as u64);
+            distances.push(0.1 + 0.01 * rank as f32);
+        }
+        for pad in 0..k - kept.len() {
+            indices.push(((row + 1 + pad) % n_rows) as u64);
+            distances.push(1.9);
+        }
+    }
+    crate::dist::knn::KnnLists {
+        k,
+        indices,
+        distances,
+    }
+}
+
+/// Seeded clustered points on the unit sphere, with their naive kNN lists.
+fn blob_knn(n_rows: usize, dim: usize, k: usize, seed: u64) -> crate::dist::knn::KnnLists {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n_centres = 6;
+    let centres: Vec<f32> = (0..n_centres * dim)
+        .map(|_| rng.gen_range(-1.0..1.0))
+        .collect();
+    let mut points = Vec::with_capacity(n_rows * dim);
+    for _ in 0..n_rows {
+        let c = rng.gen_range(0..n_centres);
+        let mut p: Vec<f32> = (0..dim)
+            .map(|d| centres[c * dim + d] + rng.gen_range(-0.5..0.5))
+            .collect();
+        let norm = p.iter().map(|x| x * x).sum::<f32>().sqrt();
+        p.iter_mut().for_each(|x| *x /= norm);
+        points.extend(p);
+    }
+    let (indices, distances) =
+        crate::kernels::reference::graph_knn_naive(&points, dim, k, crate::config::Metric::Cosine);
+    crate::dist::knn::KnnLists {
+        k,
+        indices,
+        distances,
+    }
+}
+
+/// The graph shapes of the checks: clustered points, a sparse random graph with many components
+/// and isolated vertices, chains, a star; plus a chain of `long_chain` rows when given.
+fn graph_cases(long_chain: Option<usize>) -> Vec<GraphCase> {
+    use crate::config::{EdgeWeight, GraphSection, Metric, Symmetrize};
+    use rand::{Rng, SeedableRng};
+    let cut = |symmetrize, weight| GraphSection {
+        symmetrize,
+        weight,
+        min_similarity: 0.0,
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+    let n_random = 401;
+    let random_lists: Vec<Vec<usize>> = (0..n_random)
+        .map(|row| {
+            let mut kept: Vec<usize> = (0..rng.gen_range(0..2usize))
+                .map(|_| rng.gen_range(0..n_random))
+                .filter(|&col| col != row)
+                .collect();
+            kept.dedup();
+            kept
+        })
+        .collect();
+    let mut cases = vec![
+        GraphCase {
+            name: "blobs-union-gaussian",
+            n_rows: 500,
+            metric: Metric::Cosine,
+            section: GraphSection {
+                symmetrize: Symmetrize::Union,
+                weight: EdgeWeight::Gaussian,
+                min_similarity: 0.55,
+            },
+            knn: blob_knn(500, 8, 6, 3),
+        },
+        GraphCase {
+            name: "blobs-mutual-similarity",
+            n_rows: 500,
+            metric: Metric::Cosine,
+            section: GraphSection {
+                symmetrize: Symmetrize::Mutual,
+                weight: EdgeWeight::Similarity,
+                min_similarity: 0.3,
+            },
+            knn: blob_knn(500, 8, 6, 4),
+        },
+        GraphCase {
+            name: "random-sparse",
+            n_rows: n_random,
+            metric: Metric::Cosine,
+            section: cut(Symmetrize::Union, EdgeWeight::Similarity),
+            knn: crafted_knn(n_random, 3, |row| random_lists[row].clone()),
+        },
+        GraphCase {
+            name: "chain",
+            n_rows: 301,
+            metric: Metric::Cosine,
+            section: cut(Symmetrize::Union, EdgeWeight::Binary),
+            knn: crafted_knn(301, 2, |row| {
+                [row.wrapping_sub(1), row + 1]
+                    .into_iter()
+                    .filter(|&c| c < 301)
+                    .collect()
+            }),
+        },
+        GraphCase {
+            name: "star",
+            n_rows: 257,
+            metric: Metric::Cosine,
+            section: cut(Symmetrize::Union, EdgeWeight::Similarity),
+            knn: crafted_knn(257, 3, |row| if row == 0 { vec![1, 2, 3] } else { vec![0] }),
+        },
+    ];
+    // Fewer rows than ranks at 4 ranks: some ranks own nothing.
+    cases.push(GraphCase {
+        name: "tiny",
+        n_rows: 3,
+        metric: Metric::Cosine,
+        section: cut(Symmetrize::Union, EdgeWeight::Gaussian),
+        knn: crafted_knn(3, 2, |row| if row == 0 { vec![1] } else { vec![] }),
+    });
+    if let Some(n) = long_chain {
+        cases.push(GraphCase {
+            name: "long-chain",
+            n_rows: n,
+            metric: Metric::Cosine,
+            // Reverse edges only: each row lists its successor, so union needs the all-to-all.
+            section: cut(Symmetrize::Union, EdgeWeight::Binary),
+            knn: crafted_knn(n, 1, |row| if row + 1 < n { vec![row + 1] } else { vec![] }),
+        });
+    }
+    cases
+}
+
+/// Each rank's rows of the graph equal the naive whole-problem graph's rows (same columns, same
+/// weights), and the normalised adjacency gives the serial answer bit for bit.
+fn check_graph_build(comm: &dyn Comm) -> Result<(), String> {
+    use crate::kernels::linop::LinOp;
+    for case in graph_cases(None) {
+        let (graph, serial) = case.build(comm)?;
+        let expected = crate::kernels::reference::similarity_graph_naive(
+            case.n_rows,
+            case.knn.k,
+            &case.knn.indices,
+            &case.knn.distances,
+            &case.section,
+            case.metric,
+        );
+        let range = graph.layout.range(comm.rank());
+        let expected_local: Vec<((u64, u64), f64)> = expected
+            .range((range.start as u64, 0)..(range.end as u64, 0))
+            .map(|(&key, &w)| (key, w))
+            .collect();
+        let got = graph.local_edges();
+        if got.len() != expected_local.len() {
+            return Err(format!(
+                "{}: {} local entries, naive graph has {}",
+                case.name,
+                got.len(),
+                expected_local.len()
+            ));
+        }
+        for ((row, col, w), ((er, ec), ew)) in got.iter().zip(&expected_local) {
+            if (row, col) != (er, ec) || (w - ew).abs() > 1e-15 {
+                return Err(format!(
+                    "{}: entry ({row}, {col}, {w}) but naive ({er}, {ec}, {ew})",
+                    case.name
+                ));
+            }
+        }
+        if graph.n_edges * 2 != expected.len() as u64 {
+            return Err(format!("{}: {} edges", case.name, graph.n_edges));
+        }
+        let x_global: Vec<f64> = (0..case.n_rows)
+            .map(|i| ((i * 7919) % 101) as f64 / 50.0 - 1.0)
+            .collect();
+        let mut y_serial = vec![0.0; case.n_rows];
+        serial
+            .normalized_adjacency(&SerialComm)
+            .apply(&x_global, &mut y_serial);
+        let op = graph.normalized_adjacency(comm);
+        let mut y = vec![0.0; op.local_len()];
+        op.apply(&x_global[range.clone()], &mut y);
+        if y != y_serial[range] {
+            return Err(format!(
+                "{}: normalised adjacency differs from serial",
+                case.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Component labels equal the breadth-first-search labels of the whole graph.
+/// The million-row chain shows that the rounds do not grow with the diameter.
+fn check_graph_components(comm: &dyn Comm) -> Result<(), String> {
+    for case in graph_cases(Some(1_000_000)) {
+        let (graph, serial) = case.build(comm)?;
+        let edges: Vec<(usize, usize)> = serial
+            .local_edges()
+            .iter()
+            .filter(|e| e.0 < e.1)
+            .map(|e| (e.0 as usize, e.1 as usize))
+            .collect();
+        let expected = crate::kernels::reference::components_bfs(case.n_rows, &edges);
+        let expected_count = expected
+            .iter()
+            .enumerate()
+            .filter(|&(i, &l)| l == i as u64)
+            .count() as u64;
+        let (labels, n_components) = crate::dist::components::connected_components(comm, &graph);
+        let range = graph.layout.range(comm.rank());
+        for (offset, (&label, &want)) in labels.iter().zip(&expected[range.clone()]).enumerate() {
+            if label as u64 != want {
+                return Err(format!(
+                    "{}: row {} has label {label}, expected {want}",
+                    case.name,
+                    range.start + offset
+                ));
+            }
+        }
+        if n_components != expected_count {
+            return Err(format!(
+                "{}: {n_components} components, expected {expected_count}",
+                case.name
+            ));
+        }
+        let isolated = (0..case.n_rows)
+            .filter(|&i| serial.adjacency.row(i).0.is_empty())
+            .count();
+        if case.name == "random-sparse" && (isolated == 0 || expected_count < 50) {
+            return Err(format!(
+                "random-sparse should have isolated vertices and many components ({isolated}, {expected_count})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// PageRank scores equal the serial run's bit for bit, and the dense power iteration to 1e-9 (L1).
+fn check_graph_pagerank(comm: &dyn Comm) -> Result<(), String> {
+    let params = crate::config::PagerankSection::default();
+    for case in graph_cases(Some(200_000)) {
+        let (graph, serial) = case.build(comm)?;
+        let outcome = crate::dist::pagerank::pagerank(comm, &graph, &params);
+        let whole = crate::dist::pagerank::pagerank(&SerialComm, &serial, &params);
+        let range = graph.layout.range(comm.rank());
+        if outcome.scores != whole.scores[range.clone()]
+            || outcome.iterations != whole.iterations
+            || outcome.residual != whole.residual
+        {
+            return Err(format!(
+                "{}: scores, iterations ({} vs {}) or residual differ from the serial run",
+                case.name, outcome.iterations, whole.iterations
+            ));
+        }
+        // A plain sum of n scores rounds by up to about n eps.
+        let total: f64 = whole.scores.iter().sum();
+        if (total - 1.0).abs() > case.n_rows as f64 * f64::EPSILON || whole.residual >= params.tol {
+            return Err(format!(
+                "{}: scores sum to {total}, residual {}",
+                case.name, whole.residual
+            ));
+        }
+        if case.n_rows <= 1000 {
+            let edges: Vec<(usize, usize, f64)> = serial
+                .local_edges()
+                .iter()
+                .filter(|e| e.0 < e.1)
+                .map(|e| (e.0 as usize, e.1 as usize, e.2))
+                .collect();
+            let (dense, _, _) = crate::kernels::reference::pagerank_dense(
+                case.n_rows,
+                &edges,
+                params.damping,
+                params.tol,
+                params.max_iter,
+            );
+            let l1: f64 = whole
+                .scores
+                .iter()
+                .zip(&dense)
+                .map(|(a, b)| (a - b).abs())
+                .sum();
+            if l1 > 1e-9 {
+                return Err(format!("{}: L1 {l1:e} from the dense oracle", case.name));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A dense symmetric matrix distributed by `RowLayout`: this rank holds its rows; `apply`
+/// gathers x and multiplies (collective).
+struct RowBlockOp<'a> {
+    comm: &'a dyn Comm,
+    n: usize,
+    local_rows: Vec<f64>,
+}
+
+impl<'a> RowBlockOp<'a> {
+    fn new(comm: &'a dyn Comm, n: usize, matrix: &[f64]) -> Self {
+        let range = RowLayout::new(n, comm.size()).range(comm.rank());
+        RowBlockOp {
+            comm,
+            n,
+            local_rows: matrix[range.start * n..range.end * n].to_vec(),
+        }
+    }
+}
+
+impl crate::kernels::linop::LinOp for RowBlockOp<'_> {
+    fn local_len(&self) -> usize {
+        self.local_rows.len() / self.n
+    }
+    fn apply(&self, x: &[f64], y: &mut [f64]) {
+        let (full, _) = crate::comm::allgatherv(self.comm, x);
+        for (yi, row) in y.iter_mut().zip(self.local_rows.chunks_exact(self.n)) {
+            *yi = row.iter().zip(&full).map(|(a, b)| a * b).sum();
+        }
+    }
+}
+
+/// The normalised adjacency of a seeded planted-partition graph: `k` groups of `size` rows
+/// (row r in group r % k; a ring inside each group keeps it connected), edge probability `p_in`
+/// inside a group and `p_out` across. Returns n, the dense matrix and the groups.
+fn planted_normalized_adjacency(
+    k: usize,
+    size: usize,
+    p_in: f64,
+    p_out: f64,
+    seed: u64,
+) -> (usize, Vec<f64>, Vec<i64>) {
+    use crate::kernels::lanczos::hashed_uniform;
+    let n = k * size;
+    let mut weights = vec![0.0; n * n];
+    for i in 0..n {
+        for j in 0..i {
+            let u = hashed_uniform(seed, 0, (i * n + j) as u64) * 0.5 + 0.5;
+            let same = i % k == j % k;
+            let ring = same && i == j + k;
+            if ring || u < if same { p_in } else { p_out } {
+                let weight = 0.5 + u;
+                weights[i * n + j] = weight;
+                weights[j * n + i] = weight;
+            }
+        }
+    }
+    let degrees: Vec<f64> = (0..n)
+        .map(|i| weights[i * n..(i + 1) * n].iter().sum())
+        .collect();
+    let mut matrix = vec![0.0; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            if weights[i * n + j] > 0.0 {
+                matrix[i * n + j] = weights[i * n + j] / (degrees[i] * degrees[j]).sqrt();
+            }
+        }
+    }
+    (n, matrix, (0..n).map(|r| (r % k) as i64).collect())
+}
+
+/// Distributed Lanczos equals the serial run bit for bit (eigenvalues and this rank's rows of
+/// the vectors) and the dense eigendecomposition to 1e-8, on a graph with three components
+/// (eigenvalue 1 three times) and on a connected one.
+fn check_spectral_lanczos(comm: &dyn Comm) -> Result<(), String> {
+    use crate::kernels::lanczos::{dense_symmetric_eigen, lanczos, LanczosParams};
+    use crate::kernels::linop::{DenseOp, SerialReduce};
+    for (label, p_out, n_eigs) in [("three components", 0.0, 6), ("connected", 0.01, 9)] {
+        let (n, matrix, _) = planted_normalized_adjacency(3, 50, 0.2, p_out, 17);
+        let params = LanczosParams {
+            n_eigs,
+            tol: 1e-10,
+            max_iter: 3000,
+            seed: 5,
+        };
+        let layout = RowLayout::new(n, comm.size());
+        let range = layout.range(comm.rank());
+        let distributed = lanczos(
+            &RowBlockOp::new(comm, n, &matrix),
+            &crate::dist::CommReduce(comm),
+            n,
+            range.start,
+            &params,
+        );
+        let serial_op = DenseOp {
+            n,
+            values: matrix.clone(),
+        };
+        let serial = lanczos(&serial_op, &SerialReduce, n, 0, &params);
+        if !distributed.converged {
+            return Err(format!("{label}: not converged"));
+        }
+        if distributed.eigenvalues != serial.eigenvalues {
+            return Err(format!(
+                "{label}: eigenvalues {:?} != serial {:?}",
+                distributed.eigenvalues, serial.eigenvalues
+            ));
+        }
+        if distributed.iterations != serial.iterations {
+            return Err(format!(
+                "{label}: {} iterations != serial {}",
+                distributed.iterations, serial.iterations
+            ));
+        }
+        let serial_rows = &serial.vectors[range.start * n_eigs..range.end * n_eigs];
+        if distributed.vectors != serial_rows {
+            return Err(format!(
+                "{label}: eigenvector rows differ from the serial run"
+            ));
+        }
+        let (dense, _) = dense_symmetric_eigen(n, &matrix);
+        for (i, (a, b)) in distributed.eigenvalues.iter().zip(&dense).enumerate() {
+            if (a - b).abs() > 1e-8 {
+                return Err(format!("{label}: eigenvalue {i}: lanczos {a} dense {b}"));
+            }
+        }
+        if p_out == 0.0 && (0..3).any(|i| (distributed.eigenvalues[i] - 1.0).abs() > 1e-9) {
+            return Err(format!(
+                "{label}: eigenvalue 1 is not triple: {:?}",
+                distributed.eigenvalues
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Distributed k-means labels equal the serial labels exactly.
+fn check_spectral_kmeans(comm: &dyn Comm) -> Result<(), String> {
+    use crate::kernels::kmeans::{kmeans, KmeansParams};
+    use crate::kernels::lanczos::hashed_uniform;
+    use crate::kernels::linop::SerialReduce;
+    let (n, dim, k) = (997, 3, 7);
+    let points: Vec<f64> = (0..n * dim)
+        .map(|i| {
+            let row = i / dim;
+            let centre = ((row * 31) % k) as f64 * if i % dim == 0 { 1.0 } else { 0.3 };
+            centre + 0.4 * hashed_uniform(2, (i % dim) as u64, row as u64)
+        })
+        .collect();
+    let params = KmeansParams {
+        n_clusters: k,
+        seed: 3,
+        n_init: 3,
+        max_iter: 100,
+    };
+    let range = RowLayout::new(n, comm.size()).range(comm.rank());
+    let local = &points[range.start * dim..range.end * dim];
+    let distributed = kmeans(
+        local,
+        dim,
+        &crate::dist::CommReduce(comm),
+        range.start,
+        &params,
+    );
+    let serial = kmeans(&points, dim, &SerialReduce, 0, &params);
+    if distributed.labels != serial.labels[range.clone()] {
+        return Err("labels differ from the serial run".into());
+    }
+    if distributed.centroids != serial.centroids || distributed.inertia != serial.inertia {
+        return Err(format!(
+            "centroids or inertia differ: {} vs {}",
+            distributed.inertia, serial.inertia
+        ));
+    }
+    Ok(())
+}
+
+/// The whole spectral clustering of a planted partition: eigenvalues, embedding rows and labels
+/// equal the serial run; the eigengap finds the 4 groups and the ARI is at least 0.95.
+fn check_spectral_clustering(comm: &dyn Comm) -> Result<(), String> {
+    use crate::dist::spectral::spectral_on_operator;
+    use crate::kernels::linop::{DenseOp, SerialReduce};
+    let (n, matrix, truth) = planted_normalized_adjacency(4, 60, 0.25, 0.02, 23);
+    let params = crate::config::SpectralSection {
+        n_eigs: 8,
+        ..Default::default()
+    };
+    let range = RowLayout::new(n, comm.size()).range(comm.rank());
+    let distributed = spectral_on_operator(
+        &RowBlockOp::new(comm, n, &matrix),
+        &crate::dist::CommReduce(comm),
+        n,
+        range.start,
+        &params,
+    );
+    let serial_op = DenseOp {
+        n,
+        values: matrix.clone(),
+    };
+    let serial = spectral_on_operator(&serial_op, &SerialReduce, n, 0, &params);
+    if distributed.eigenvalues != serial.eigenvalues {
+        return Err(format!(
+            "eigenvalues {:?} != serial {:?}",
+            distributed.eigenvalues, serial.eigenvalues
+        ));
+    }
+    if distributed.labels != serial.labels[range.clone()] {
+        return Err("labels differ from the serial run".into());
+    }
+    if distributed.embedding != serial.embedding.slice(ndarray::s![range.clone(), ..]) {
+        return Err("embedding rows differ from the serial run".into());
+    }
+    if distributed.n_clusters != 4 {
+        return Err(format!(
+            "eigengap chose {} clusters (eigenvalues {:?})",
+            distributed.n_clusters, distributed.eigenvalues
+        ));
+    }
+    let predicted: Vec<i64> = distributed.labels.iter().map(|&l| l as i64).collect();
+    let ari = crate::dist::ari::adjusted_rand_index(comm, &truth[range], &predicted);
+    if ari < 0.95 {
+        return Err(format!("ARI {ari} < 0.95"));
+    }
+    Ok(())
+}
+
+/// The distributed adjusted Rand index equals the serial one exactly.
+fn check_spectral_ari(comm: &dyn Comm) -> Result<(), String> {
+    use crate::dist::ari::adjusted_rand_index;
+    let n = 1001;
+    let truth: Vec<i64> = (0..n).map(|i| ((i * 7) % 13 % 5) as i64).collect();
+    let predicted: Vec<i64> = (0..n)
+        .map(|i| {
+            if i % 9 == 0 {
+                -3
+            } else {
+                ((i * 7) % 13 % 5) as i64 * 10
+            }
+        })
+        .collect();
+    let range = RowLayout::new(n, comm.size()).range(comm.rank());
+    let distributed = adjusted_rand_index(comm, &truth[range.clone()], &predicted[range]);
+    let serial = adjusted_rand_index(&SerialComm, &truth, &predicted);
+    if distributed != serial || !(serial > 0.5 && serial < 1.0) {
+        return Err(format!("distributed {distributed} != serial {serial}"));
+    }
+    Ok(())
+}
+
+/// The FFT analysis on ranks equals the serial one bit for bit: this rank's period-3 windows and
+/// feature rows are the matching slices of the serial answer, and the global spectra agree. The
+/// lengths include a sequence longer than every rank's span together at 4 ranks' window share.
+fn check_fft_tracks(comm: &dyn Comm) -> Result<(), String> {
+    use crate::config::{Alphabet, FftSection};
+    use crate::kernels::fft::ChannelMap;
+    let lengths = [50u64, 3000, 10, 241, 20_000, 300, 0, 5000, 239, 1200];
+    let total: u64 = lengths.iter().sum();
+    let tokens: Vec<u8> = (0..total)
+        .map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % 5) as u8)
+        .collect();
+    let params = FftSection {
+        enabled: true,
+        tracks: String::new(),
+        alphabet: Alphabet::Dna,
+        window: 120,
+        step: 45,
+        bins: 16,
+    };
+    let read =
+        |span: std::ops::Range<u64>| Ok(tokens[span.start as usize..span.end as usize].to_vec());
+    let fft = |c: &dyn Comm| {
+        crate::dist::fft::analyse(c, &lengths, ChannelMap::DnaIndicators, &params, read)
+            .map_err(|e| e.to_string())
+    };
+    let distributed = fft(comm)?;
+    let serial = fft(&SerialComm)?;
+    let windows = distributed.window_start..distributed.window_start + distributed.period3.len();
+    if serial.period3[windows.clone()] != distributed.period3[..] {
+        return Err(format!(
+            "period3 windows {windows:?} differ from the serial answer"
+        ));
+    }
+    let (n_local, bins) = distributed.features.dim();
+    let rows = distributed.seq_start..distributed.seq_start + n_local;
+    let serial_rows = serial.features.slice(ndarray::s![rows.clone(), ..]);
+    let same = serial_rows
+        .iter()
+        .zip(distributed.features.iter())
+        .all(|(a, b)| a.to_bits() == b.to_bits());
+    if bins != params.bins || !same {
+        return Err(format!(
+            "feature rows {rows:?} differ from the serial answer"
+        ));
+    }
+    let (d, s) = (&distributed.summary, &serial.summary);
+    if d.mean_power != s.mean_power
+        || d.score_edges != s.score_edges
+        || d.score_counts != s.score_counts
+        || d.n_windows != s.n_windows
+    {
+        return Err("mean power or score histogram differs from the serial answer".into());
+    }
+    // Every window once, every sequence once, over all ranks.
+    let counts = crate::comm::allgather_u64(comm, distributed.period3.len() as u64);
+    let owned = crate::comm::allgather_u64(comm, n_local as u64);
+    if counts.iter().sum::<u64>() != s.n_windows as u64
+        || owned.iter().sum::<u64>() != lengths.len() as u64
+    {
+        return Err(format!(
+            "windows per rank {counts:?}, sequences per rank {owned:?}"
+        ));
+    }
+    Ok(())
+}

@@ -98,7 +98,9 @@ impl Comm for MpiComm {
             .all_gather_into(&count(local.len()), &mut counts[..]);
         let displs = displacements(&counts);
         let total: usize = counts.iter().map(|&c| c as usize).sum();
-        let mut all = vec![0u8; total];
+        let mut all = heap_bytes(total);
+        let mut local_storage = Vec::new();
+        let local = heap_slice(local, &mut local_storage);
         {
             let mut partition = PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
             self.world.all_gather_varcount_into(local, &mut partition);
@@ -135,7 +137,9 @@ impl Comm for MpiComm {
         let send_displs = displacements(&send_counts);
         let recv_displs = displacements(&recv_counts);
         let total: usize = recv_counts.iter().map(|&c| c as usize).sum();
-        let mut recv = vec![0u8; total];
+        let mut recv = heap_bytes(total);
+        let mut send_storage = Vec::new();
+        let send = heap_slice(send, &mut send_storage);
         {
             let partition = Partition::new(send, &send_counts[..], &send_displs[..]);
             let mut recv_partition =
@@ -169,6 +173,24 @@ impl Comm for MpiComm {
 
     fn abort(&self, status: i32) -> ! {
         self.world.abort(status)
+    }
+}
+
+/// `len` zero bytes at a heap address. An empty `Vec<u8>` or `&[u8]` points at address 1, which
+/// OpenMPI reads as `MPI_IN_PLACE`; buffers handed to MPI must never be that.
+fn heap_bytes(len: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(len.max(1));
+    bytes.resize(len, 0);
+    bytes
+}
+
+/// `bytes`, or an empty slice at a heap address (`storage`) when `bytes` is empty.
+fn heap_slice<'a>(bytes: &'a [u8], storage: &'a mut Vec<u8>) -> &'a [u8] {
+    if bytes.is_empty() {
+        storage.reserve(1);
+        &storage[..]
+    } else {
+        bytes
     }
 }
 

@@ -1,0 +1,410 @@
+//! k-means on rows distributed over ranks, written against `Reduce`: seeded k-means++ starts
+//! (weighted sampling by exponential keys of (seed, global row), so the choice does not depend on
+//! the rank count), Lloyd iterations with exact centroid sums, ties to the lower cluster id, and
+//! labels renamed so cluster 0 holds the smallest global row, cluster 1 the next, and so on.
+//! The labels are therefore identical for any rank or thread count.
+
+use crate::kernels::exact::ExactSum;
+use crate::kernels::lanczos::{fixed_point, hashed_uniform};
+use crate::kernels::linop::Reduce;
+use rayon::prelude::*;
+
+/// Rows per parallel chunk.
+const CHUNK_ROWS: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KmeansParams {
+    pub n_clusters: usize,
+    pub seed: u64,
+    /// Independent k-means++ starts; the one with the smallest inertia wins (lower start on ties).
+    pub n_init: usize,
+    /// Most Lloyd iterations per start.
+    pub max_iter: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct KmeansOutcome {
+    /// Canonical label of each local row.
+    pub labels: Vec<u32>,
+    /// Centroids in canonical label order, row-major (n_clusters x dim).
+    pub centroids: Vec<f64>,
+    /// Sum of squared distances to the assigned centroids.
+    pub inertia: f64,
+    /// Lloyd iterations of the winning start.
+    pub iterations: usize,
+}
+
+/// Squared Euclidean distance.
+#[inline]
+fn distance2(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
+/// The nearest centroid (lower id on ties) and the squared distance.
+#[inline]
+fn nearest(point: &[f64], centroids: &[f64], dim: usize) -> (u32, f64) {
+    let mut best = (0u32, f64::INFINITY);
+    for (c, centroid) in centroids.chunks_exact(dim).enumerate() {
+        let d = distance2(point, centroid);
+        if d < best.1 {
+            best = (c as u32, d);
+        }
+    }
+    best
+}
+
+/// Choose one global row by weighted sampling without replacement keys: row r gets
+/// ln(u_r) / weight_r with u_r in (0, 1] from (seed, stream, global row); the largest key wins
+/// (smallest global row on ties). Returns the chosen row's coordinates on every rank.
+fn sample_row(
+    points: &[f64],
+    dim: usize,
+    weights: Option<&[f64]>,
+    reduce: &dyn Reduce,
+    row_start: usize,
+    seed: u64,
+    stream: u64,
+) -> Vec<f64> {
+    let n_local = points.len() / dim.max(1);
+    let key = |row: usize| {
+        let uniform = 1.0 - (hashed_uniform(seed, stream, (row_start + row) as u64) + 1.0) / 2.0;
+        let weight = weights.map_or(1.0, |w| w[row]);
+        if weight > 0.0 {
+            uniform.ln() / weight
+        } else {
+            f64::NEG_INFINITY
+        }
+    };
+    let mut best: Option<(f64, usize)> = None;
+    for row in 0..n_local {
+        let k = key(row);
+        if best.map_or(true, |(b, _)| k > b) {
+            best = Some((k, row));
+        }
+    }
+    let mut global_key = [best.map_or(f64::NEG_INFINITY, |b| b.0)];
+    reduce.max_f64(&mut global_key);
+    let mut chosen = [match best {
+        Some((k, row)) if k == global_key[0] => -((row_start + row) as f64),
+        _ => f64::NEG_INFINITY,
+    }];
+    reduce.max_f64(&mut chosen);
+    let mut coordinates = vec![0.0; dim];
+    if chosen[0].is_finite() {
+        let row = (-chosen[0]) as usize;
+        if (row_start..row_start + n_local).contains(&row) {
+            let local = row - row_start;
+            coordinates.copy_from_slice(&points[local * dim..(local + 1) * dim]);
+        }
+    }
+    // Only the owner contributes: the sum is its values exactly.
+    reduce.sum_f64(&mut coordinates);
+    coordinates
+}
+
+/// k-means++ starting centroids.
+fn seed_centroids(
+    points: &[f64],
+    dim: usize,
+    reduce: &dyn Reduce,
+    row_start: usize,
+    params: &KmeansParams,
+    start: usize,
+) -> Vec<f64> {
+    let k = params.n_clusters;
+    let stream = |c: usize| 1 + (start * k + c) as u64;
+    let mut centroids = sample_row(points, dim, None, reduce, row_start, params.seed, stream(0));
+    let mut closest: Vec<f64> = points
+        .par_chunks(dim)
+        .map(|p| distance2(p, &centroids[..dim]))
+        .collect();
+    for c in 1..k {
+        let chosen = sample_row(
+            points,
+            dim,
+            Some(&closest),
+            reduce,
+            row_start,
+            params.seed,
+            stream(c),
+        );
+        closest
+            .par_iter_mut()
+            .zip(points.par_chunks(dim))
+            .for_each(|(d, p)| *d = d.min(distance2(p, &chosen)));
+        centroids.extend_from_slice(&chosen);
+    }
+    centroids
+}
+
+/// Assign every row; returns exact per-cluster sums (k x dim), counts, inertia and changed rows.
+fn assign(
+    points: &[f64],
+    dim: usize,
+    centroids: &[f64],
+    labels: &mut [u32],
+    k: usize,
+) -> Vec<ExactSum> {
+    // Layout: k*dim coordinate sums, k counts, inertia, number of changed labels.
+    let len = k * dim + k + 2;
+    let totals = points
+        .par_chunks(CHUNK_ROWS * dim)
+        .zip(labels.par_chunks_mut(CHUNK_ROWS))
+        .map(|(rows, chunk_labels)| {
+            let mut acc = vec![0i128; len];
+            for (point, label) in rows.chunks_exact(dim).zip(chunk_labels.iter_mut()) {
+                let (c, d) = nearest(point, centroids, dim);
+                if c != *label {
+                    acc[len - 1] += fixed_point(1.0);
+                    *label = c;
+                }
+                let c = c as usize;
+                for (a, &x) in acc[c * dim..(c + 1) * dim].iter_mut().zip(point) {
+                    *a = a.wrapping_add(fixed_point(x));
+                }
+                acc[k * dim + c] += fixed_point(1.0);
+                acc[len - 2] = acc[len - 2].wrapping_add(fixed_point(d));
+            }
+            acc
+        })
+        .reduce(
+            || vec![0i128; len],
+            |mut a, b| {
+                a.iter_mut()
+                    .zip(b)
+                    .for_each(|(x, y)| *x = x.wrapping_add(y));
+                a
+            },
+        );
+    totals.into_iter().map(ExactSum).collect()
+}
+
+/// One k-means++ start followed by Lloyd iterations: labels, centroids, exact inertia, iterations.
+fn lloyd(
+    points: &[f64],
+    dim: usize,
+    reduce: &dyn Reduce,
+    row_start: usize,
+    params: &KmeansParams,
+    start: usize,
+) -> (Vec<u32>, Vec<f64>, ExactSum, usize) {
+    let k = params.n_clusters;
+    let n_local = points.len() / dim;
+    let mut centroids = seed_centroids(points, dim, reduce, row_start, params, start);
+    let mut labels = vec![u32::MAX; n_local];
+    let mut inertia = ExactSum::default();
+    let mut iterations = 0;
+    for _ in 0..params.max_iter.max(1) {
+        let mut sums = assign(points, dim, &centroids, &mut labels, k);
+        reduce.sum_exact(&mut sums);
+        iterations += 1;
+        let len = sums.len();
+        inertia = sums[len - 2];
+        let changed = sums[len - 1].value();
+        for c in 0..k {
+            let count = sums[k * dim + c].value();
+            if count > 0.0 {
+                for j in 0..dim {
+                    centroids[c * dim + j] = sums[c * dim + j].value() / count;
+                }
+            }
+        }
+        if changed == 0.0 {
+            break;
+        }
+    }
+    (labels, centroids, inertia, iterations)
+}
+
+/// Cluster the rows of `points` (this rank's `n_local` x `dim` rows, row-major; global rows
+/// `row_start..`). Collective over the ranks of `reduce`. `n_clusters` must be at least 1.
+pub fn kmeans(
+    points: &[f64],
+    dim: usize,
+    reduce: &dyn Reduce,
+    row_start: usize,
+    params: &KmeansParams,
+) -> KmeansOutcome {
+    let k = params.n_clusters.max(1);
+    let params = KmeansParams {
+        n_clusters: k,
+        ..*params
+    };
+    let n_local = points.len().checked_div(dim).unwrap_or(0);
+    let mut best: Option<(Vec<u32>, Vec<f64>, ExactSum, usize)> = None;
+    for start in 0..params.n_init.max(1) {
+        let candidate = lloyd(points, dim, reduce, row_start, &params, start);
+        if best.as_ref().map_or(true, |b| candidate.2 .0 < b.2 .0) {
+            best = Some(candidate);
+        }
+    }
+    let (labels, centroids, inertia, iterations) = best.expect("at least one start");
+
+    // Canonical names: clusters ordered by their smallest global row (empty clusters last).
+    let mut first_row = vec![f64::NEG_INFINITY; k];
+    for (row, &label) in labels.iter().enumerate().rev() {
+        first_row[label as usize] = -((row_start + row) as f64);
+    }
+    reduce.max_f64(&mut first_row);
+    let mut order: Vec<usize> = (0..k).collect();
+    order.sort_by(|&a, &b| first_row[b].total_cmp(&first_row[a]).then(a.cmp(&b)));
+    let mut rename = vec![0u32; k];
+    for (new, &old) in order.iter().enumerate() {
+        rename[old] = new as u32;
+    }
+    let labels: Vec<u32> = labels.iter().map(|&l| rename[l as usize]).collect();
+    let mut ordered = vec![0.0; k * dim];
+    for (new, &old) in order.iter().enumerate() {
+        ordered[new * dim..(new + 1) * dim].copy_from_slice(&centroids[old * dim..(old + 1) * dim]);
+    }
+    debug_assert_eq!(labels.len(), n_local);
+    KmeansOutcome {
+        labels,
+        centroids: ordered,
+        inertia: inertia.value(),
+        iterations,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::linop::SerialReduce;
+
+    /// Seeded Gaussian-ish blobs: `k` centres on a circle, `per` points each, round-robin order.
+    fn blobs(k: usize, per: usize, spread: f64, seed: u64) -> (Vec<f64>, Vec<u32>) {
+        let mut points = Vec::new();
+        let mut truth = Vec::new();
+        for i in 0..k * per {
+            let c = i % k;
+            let angle = c as f64 / k as f64 * std::f64::consts::TAU;
+            let noise = |s: u64| {
+                (0..4)
+                    .map(|t| hashed_uniform(seed, s * 4 + t, i as u64))
+                    .sum::<f64>()
+                    * spread
+            };
+            points.push(angle.cos() * 5.0 + noise(0));
+            points.push(angle.sin() * 5.0 + noise(1));
+            truth.push(c as u32);
+        }
+        (points, truth)
+    }
+
+    /// Naive serial k-means from the same starts, the oracle: plain f64 sums, same tie rules.
+    fn naive_lloyd(
+        points: &[f64],
+        dim: usize,
+        mut centroids: Vec<f64>,
+        max_iter: usize,
+    ) -> Vec<u32> {
+        let n = points.len() / dim;
+        let k = centroids.len() / dim;
+        let mut labels = vec![u32::MAX; n];
+        for _ in 0..max_iter {
+            let mut changed = false;
+            for (r, label) in labels.iter_mut().enumerate() {
+                let point = &points[r * dim..(r + 1) * dim];
+                let mut best = (0u32, f64::INFINITY);
+                for c in 0..k {
+                    let d = distance2(point, &centroids[c * dim..(c + 1) * dim]);
+                    if d < best.1 {
+                        best = (c as u32, d);
+                    }
+                }
+                changed |= best.0 != *label;
+                *label = best.0;
+            }
+            for c in 0..k {
+                let members: Vec<usize> = (0..n).filter(|&r| labels[r] == c as u32).collect();
+                if !members.is_empty() {
+                    for j in 0..dim {
+                        centroids[c * dim + j] =
+                            members.iter().map(|&r| points[r * dim + j]).sum::<f64>()
+                                / members.len() as f64;
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        labels
+    }
+
+    fn same_partition(a: &[u32], b: &[u32]) -> bool {
+        let mut map = std::collections::HashMap::new();
+        let mut back = std::collections::HashMap::new();
+        a.iter()
+            .zip(b)
+            .all(|(x, y)| *map.entry(*x).or_insert(*y) == *y && *back.entry(*y).or_insert(*x) == *x)
+    }
+
+    #[test]
+    fn recovers_separated_blobs_with_canonical_labels() {
+        let (points, truth) = blobs(6, 50, 0.3, 1);
+        let params = KmeansParams {
+            n_clusters: 6,
+            seed: 0,
+            n_init: 3,
+            max_iter: 100,
+        };
+        let outcome = kmeans(&points, 2, &SerialReduce, 0, &params);
+        assert!(same_partition(&outcome.labels, &truth));
+        // Round-robin rows: row c is the first of cluster c, so canonical labels equal the truth.
+        assert_eq!(outcome.labels, truth);
+    }
+
+    #[test]
+    fn matches_naive_lloyd_from_the_same_start() {
+        let (points, _) = blobs(5, 40, 1.5, 2);
+        let params = KmeansParams {
+            n_clusters: 5,
+            seed: 11,
+            n_init: 1,
+            max_iter: 50,
+        };
+        let start = seed_centroids(&points, 2, &SerialReduce, 0, &params, 0);
+        let expected = naive_lloyd(&points, 2, start, 50);
+        let outcome = kmeans(&points, 2, &SerialReduce, 0, &params);
+        assert!(same_partition(&outcome.labels, &expected));
+    }
+
+    #[test]
+    fn seeding_prefers_far_points() {
+        // Two far groups: k-means++ with k = 2 takes one start in each for every seed.
+        let mut points = vec![0.0; 40];
+        for r in 0..20 {
+            points[r * 2] = if r < 18 {
+                0.01 * r as f64
+            } else {
+                100.0 + r as f64
+            };
+        }
+        for seed in 0..20 {
+            let params = KmeansParams {
+                n_clusters: 2,
+                seed,
+                n_init: 1,
+                max_iter: 1,
+            };
+            let centroids = seed_centroids(&points, 2, &SerialReduce, 0, &params, 0);
+            let far = (centroids[0] > 50.0) as usize + (centroids[2] > 50.0) as usize;
+            assert_eq!(far, 1, "seed {seed}: {centroids:?}");
+        }
+    }
+
+    #[test]
+    fn duplicate_points_and_more_clusters_than_distinct_rows() {
+        let points = vec![1.0, 1.0, 1.0, 1.0, 2.0, 2.0];
+        let params = KmeansParams {
+            n_clusters: 3,
+            seed: 0,
+            n_init: 2,
+            max_iter: 10,
+        };
+        let outcome = kmeans(&points, 2, &SerialReduce, 0, &params);
+        assert_eq!(outcome.labels, vec![0, 0, 1]);
+        assert!(outcome.inertia.abs() < 1e-12);
+    }
+}

@@ -1,0 +1,840 @@
+//! Thick-restart Lanczos for the largest eigenpairs of a symmetric operator, written against
+//! `LinOp` (y = A x on this rank's rows) and `Reduce` (sums over ranks).
+//!
+//! Every new basis vector is orthogonalised twice against the whole basis (full
+//! reorthogonalisation, classical Gram-Schmidt twice). All inner products are exact fixed-point
+//! sums, every per-row update depends only on that row, and the start vectors are seeded by the
+//! global row index, so the eigenvalues and vectors are bit-identical for any rank or thread count.
+//! The small projected problem is solved by faer's dense symmetric eigensolver (sequential, so the
+//! thread count cannot change it). After the wanted pairs converge, a fresh random start vector
+//! orthogonal to them checks for eigenvalues a single Krylov sequence cannot see (repeated
+//! eigenvalues, e.g. the eigenvalue 1 of a graph with several components); any found are swapped in.
+
+use crate::kernels::exact::{to_fixed, ExactSum};
+use crate::kernels::linop::{LinOp, Reduce};
+use rayon::prelude::*;
+
+/// What to compute and when to stop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LanczosParams {
+    /// Number of largest (algebraic) eigenpairs wanted.
+    pub n_eigs: usize,
+    /// Converged when every wanted residual ||A y - theta y|| is at most `tol` times the largest
+    /// Ritz value magnitude.
+    pub tol: f64,
+    /// Most operator applications.
+    pub max_iter: usize,
+    /// Seed of the start vectors.
+    pub seed: u64,
+}
+
+/// Eigenpairs in descending order of eigenvalue.
+#[derive(Debug, Clone)]
+pub struct LanczosOutcome {
+    pub eigenvalues: Vec<f64>,
+    /// This rank's rows of the eigenvectors, row-major (`local_len` x `n_eigs`). Unit length over
+    /// all ranks; the entry of largest magnitude (smallest global row on ties) is positive.
+    pub vectors: Vec<f64>,
+    /// Residual norms ||A y - theta y|| of the returned pairs.
+    pub residuals: Vec<f64>,
+    /// Operator applications.
+    pub iterations: usize,
+    pub converged: bool,
+}
+
+/// Rows per parallel chunk of the vector kernels.
+const CHUNK_ROWS: usize = 512;
+/// Extra Krylov vectors beyond the wanted ones in the first search.
+const EXTRA_BASIS: usize = 24;
+/// Krylov vectors of a check for missed eigenvalues.
+const CHECK_BASIS: usize = 24;
+/// A new vector this much shorter than the operator scale means an invariant subspace.
+const BREAKDOWN: f64 = 1e-10;
+
+/// Bits of the low part in `fixed_point`.
+const LOW_BITS: i32 = 40;
+
+/// `value * 2^64` truncated toward zero, as `exact::to_fixed`, with two cheap i64 conversions
+/// instead of one to i128 (exact: the fraction of an f64 is an f64).
+#[inline(always)]
+pub fn fixed_point(value: f64) -> i128 {
+    let high = value * (1u64 << (64 - LOW_BITS)) as f64;
+    if high.abs() < (1u64 << 62) as f64 {
+        let high_int = high as i64;
+        let low = ((high - high_int as f64) * (1u64 << LOW_BITS) as f64) as i64;
+        ((high_int as i128) << LOW_BITS) + low as i128
+    } else {
+        to_fixed(value)
+    }
+}
+
+/// Exact local dot product of two slices, with every product scaled by `scale` (a power of two).
+pub fn exact_dot(a: &[f64], b: &[f64], scale: f64) -> ExactSum {
+    let total = a
+        .par_chunks(CHUNK_ROWS * 8)
+        .zip(b.par_chunks(CHUNK_ROWS * 8))
+        .map(|(x, y)| {
+            x.iter().zip(y).fold(0i128, |acc, (p, q)| {
+                acc.wrapping_add(fixed_point(p * q * scale))
+            })
+        })
+        .reduce(|| 0i128, i128::wrapping_add);
+    ExactSum(total)
+}
+
+/// A power of two close to 1 / `max_abs` (1 for zero or non-finite), so scaled values use the
+/// fixed-point range well; scaling by it is exact.
+fn power_of_two_scale(max_abs: f64) -> f64 {
+    if max_abs.is_nan() || max_abs <= 0.0 || !max_abs.is_finite() {
+        return 1.0;
+    }
+    let exponent = max_abs.log2().ceil() as i32;
+    2f64.powi(-exponent.clamp(-1000, 1000))
+}
+
+/// A deterministic value in [-1, 1) from (seed, stream, global row): splitmix64 of the three.
+pub fn hashed_uniform(seed: u64, stream: u64, global_row: u64) -> f64 {
+    let mut z = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(stream.wrapping_mul(0xD1B5_4A32_D192_ED03))
+        .wrapping_add(global_row.wrapping_mul(0x94D0_49BB_1331_11EB))
+        .wrapping_add(0x2545_F491_4F6C_DD1D);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+}
+
+/// Dense symmetric eigendecomposition of an `n` x `n` row-major matrix with faer (sequential):
+/// eigenvalues descending (ties by index) and the matching eigenvectors as columns, row-major.
+pub fn dense_symmetric_eigen(n: usize, matrix: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    use faer::dyn_stack::{MemBuffer, MemStack};
+    use faer::linalg::evd;
+    if n == 0 {
+        return (Vec::new(), Vec::new());
+    }
+    let a = faer::Mat::<f64>::from_fn(n, n, |i, j| matrix[i * n + j]);
+    let mut u = faer::Mat::<f64>::zeros(n, n);
+    let mut s = faer::diag::Diag::<f64>::zeros(n);
+    let par = faer::Par::Seq;
+    let scratch = evd::self_adjoint_evd_scratch::<f64>(
+        n,
+        evd::ComputeEigenvectors::Yes,
+        par,
+        Default::default(),
+    );
+    let solved = evd::self_adjoint_evd(
+        a.as_ref(),
+        s.as_mut(),
+        Some(u.as_mut()),
+        par,
+        MemStack::new(&mut MemBuffer::new(scratch)),
+        Default::default(),
+    );
+    if solved.is_err() {
+        // The QR iteration did not converge (non-finite input): report NaN rather than panic.
+        return (vec![f64::NAN; n], vec![f64::NAN; n * n]);
+    }
+    let values = s.column_vector();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+    let sorted_values = order.iter().map(|&i| values[i]).collect();
+    let mut vectors = vec![0.0; n * n];
+    for (column, &source) in order.iter().enumerate() {
+        for row in 0..n {
+            vectors[row * n + column] = u[(row, source)];
+        }
+    }
+    (sorted_values, vectors)
+}
+
+/// The basis: this rank's rows of up to `capacity` vectors, row-major.
+struct Basis {
+    local_len: usize,
+    capacity: usize,
+    data: Vec<f64>,
+}
+
+impl Basis {
+    fn new(local_len: usize, capacity: usize) -> Self {
+        Basis {
+            local_len,
+            capacity,
+            data: vec![0.0; local_len * capacity],
+        }
+    }
+
+    fn column(&self, column: usize, out: &mut [f64]) {
+        for (row, value) in out.iter_mut().enumerate() {
+            *value = self.data[row * self.capacity + column];
+        }
+    }
+
+    fn set_column(&mut self, column: usize, values: &[f64], factor: f64) {
+        for (row, &value) in values.iter().enumerate() {
+            self.data[row * self.capacity + column] = value * factor;
+        }
+    }
+
+    fn swap_columns(&mut self, a: usize, b: usize) {
+        for row in 0..self.local_len {
+            self.data
+                .swap(row * self.capacity + a, row * self.capacity + b);
+        }
+    }
+
+    /// Exact local inner products of columns 0..n_columns with `w` (each product times `scale`).
+    fn local_dots(&self, n_columns: usize, w: &[f64], scale: f64) -> Vec<ExactSum> {
+        let capacity = self.capacity;
+        let sums = self
+            .data
+            .par_chunks(CHUNK_ROWS * capacity)
+            .zip(w.par_chunks(CHUNK_ROWS))
+            .map(|(rows, w_rows)| {
+                let mut acc = vec![0i128; n_columns];
+                for (row, &w_value) in rows.chunks_exact(capacity).zip(w_rows) {
+                    let w_scaled = w_value * scale;
+                    for (a, &v) in acc.iter_mut().zip(&row[..n_columns]) {
+                        *a = a.wrapping_add(fixed_point(v * w_scaled));
+                    }
+                }
+                acc
+            })
+            .reduce(
+                || vec![0i128; n_columns],
+                |mut a, b| {
+                    a.iter_mut()
+                        .zip(b)
+                        .for_each(|(x, y)| *x = x.wrapping_add(y));
+                    a
+                },
+            );
+        sums.into_iter().map(ExactSum).collect()
+    }
+
+    /// w -= sum_c coefficients[c] * column c (c < coefficients.len()), row by row.
+    fn subtract(&self, coefficients: &[f64], w: &mut [f64]) {
+        let capacity = self.capacity;
+        let n_columns = coefficients.len();
+        w.par_chunks_mut(CHUNK_ROWS)
+            .zip(self.data.par_chunks(CHUNK_ROWS * capacity))
+            .for_each(|(w_rows, rows)| {
+                for (w_value, row) in w_rows.iter_mut().zip(rows.chunks_exact(capacity)) {
+                    let projection: f64 = row[..n_columns]
+                        .iter()
+                        .zip(coefficients)
+                        .map(|(v, c)| v * c)
+                        .sum();
+                    *w_value -= projection;
+                }
+            });
+    }
+
+    /// Columns first..first+n_out become the combinations sum_l columns[first + l] * coefficients[l][i]
+    /// (coefficients row-major, n_in x n_out, n_out <= n_in).
+    fn combine(&mut self, first: usize, n_in: usize, coefficients: &[f64], n_out: usize) {
+        let capacity = self.capacity;
+        self.data
+            .par_chunks_mut(CHUNK_ROWS * capacity)
+            .for_each(|rows| {
+                let mut combined = vec![0.0; n_out];
+                for row in rows.chunks_exact_mut(capacity) {
+                    combined.iter_mut().for_each(|c| *c = 0.0);
+                    for l in 0..n_in {
+                        let v = row[first + l];
+                        let weights = &coefficients[l * n_out..(l + 1) * n_out];
+                        for (c, &s) in combined.iter_mut().zip(weights) {
+                            *c += v * s;
+                        }
+                    }
+                    row[first..first + n_out].copy_from_slice(&combined);
+                }
+            });
+    }
+}
+
+/// The solver state shared by the search and the checks.
+struct Solver<'a> {
+    op: &'a dyn LinOp,
+    reduce: &'a dyn Reduce,
+    n_global: usize,
+    row_start: usize,
+    seed: u64,
+    tol: f64,
+    basis: Basis,
+    w: Vec<f64>,
+    x: Vec<f64>,
+    iterations: usize,
+    max_iter: usize,
+    /// Streams of random vectors used so far (each start or breakdown draws a new one).
+    streams: u64,
+}
+
+/// Ritz pairs of one search: values descending, residual norms, and whether they converged.
+struct SearchResult {
+    values: Vec<f64>,
+    residuals: Vec<f64>,
+    converged: bool,
+}
+
+impl Solver<'_> {
+    fn max_abs(&self, values: &[f64]) -> f64 {
+        let mut max = [values.iter().fold(0.0f64, |m, v| m.max(v.abs()))];
+        self.reduce.max_f64(&mut max);
+        max[0]
+    }
+
+    /// Orthogonalise `w` against basis columns 0..n_columns, twice; returns the coefficients.
+    fn orthogonalise(&mut self, n_columns: usize) -> Vec<f64> {
+        let mut total = vec![0.0; n_columns];
+        if n_columns == 0 {
+            return total;
+        }
+        for _pass in 0..2 {
+            let scale = power_of_two_scale(self.max_abs(&self.w));
+            let mut sums = self.basis.local_dots(n_columns, &self.w, scale);
+            self.reduce.sum_exact(&mut sums);
+            let coefficients: Vec<f64> = sums.iter().map(|s| s.value() / scale).collect();
+            self.basis.subtract(&coefficients, &mut self.w);
+            total
+                .iter_mut()
+                .zip(&coefficients)
+                .for_each(|(t, c)| *t += c);
+        }
+        total
+    }
+
+    /// ||w|| over all ranks (exact).
+    fn norm_w(&self) -> f64 {
+        let scale = power_of_two_scale(self.max_abs(&self.w));
+        let mut sum = [exact_dot(&self.w, &self.w, scale * scale)];
+        self.reduce.sum_exact(&mut sum);
+        sum[0].value().max(0.0).sqrt() / scale
+    }
+
+    /// A fresh seeded random vector in `w`, orthogonalised against columns 0..n_columns and
+    /// normalised; false when nothing is left after orthogonalisation.
+    fn random_into_w(&mut self, n_columns: usize) -> bool {
+        let stream = self.streams;
+        self.streams += 1;
+        let (seed, row_start) = (self.seed, self.row_start);
+        self.w.iter_mut().enumerate().for_each(|(row, value)| {
+            *value = hashed_uniform(seed, stream, (row_start + row) as u64);
+        });
+        self.orthogonalise(n_columns);
+        let norm = self.norm_w();
+        if norm.is_nan() || norm <= BREAKDOWN {
+            return false;
+        }
+        self.w.iter_mut().for_each(|v| *v /= norm);
+        true
+    }
+
+    /// Thick-restart Lanczos on the complement of the locked columns 0..n_locked, using columns
+    /// n_locked..n_locked+active (+1 for the residual vector). On return the `want` largest Ritz
+    /// vectors are in columns n_locked..n_locked+want.
+    /// With `stop_below`, the search also ends once the largest Ritz pair has converged to the
+    /// square root of the tolerance and lies below that bound (the check for missed eigenvalues
+    /// only needs to know that much).
+    fn search(
+        &mut self,
+        n_locked: usize,
+        want: usize,
+        active: usize,
+        stop_below: Option<f64>,
+    ) -> SearchResult {
+        let base = n_locked;
+        let mut h = vec![0.0; active * active];
+        if !self.random_into_w(base) {
+            return SearchResult {
+                values: Vec::new(),
+                residuals: Vec::new(),
+                converged: true,
+            };
+        }
+        self.basis.set_column(base, &self.w, 1.0);
+        let mut kept = 0;
+        loop {
+            // Expand the basis from `kept` to at most `active` vectors.
+            let mut size = active;
+            let mut last_beta = 0.0;
+            let mut exhausted = false;
+            for j in kept..active {
+                self.basis.column(base + j, &mut self.x);
+                self.op.apply(&self.x, &mut self.w);
+                self.iterations += 1;
+                let coefficients = self.orthogonalise(base + j + 1);
+                h[j * active + j] = coefficients[base + j];
+                let beta = self.norm_w();
+                let scale = h
+                    .iter()
+                    .fold(0.0f64, |m, v| m.max(v.abs()))
+                    .max(beta)
+                    .max(f64::MIN_POSITIVE);
+                let at_limit = self.iterations >= self.max_iter;
+                if j + 1 >= want && j + 1 < active && !at_limit {
+                    let (values, _, residuals) = ritz(&h, active, j + 1, beta);
+                    if self.finished(&values, &residuals, want, stop_below) {
+                        size = j + 1;
+                        last_beta = beta;
+                        break;
+                    }
+                }
+                if j + 1 == active || at_limit {
+                    size = j + 1;
+                    last_beta = beta;
+                    if beta > BREAKDOWN * scale {
+                        let inverse = 1.0 / beta;
+                        self.w.iter_mut().for_each(|v| *v *= inverse);
+                    } else {
+                        last_beta = 0.0;
+                    }
+                    break;
+                }
+                if beta > BREAKDOWN * scale {
+                    h[j * active + j + 1] = beta;
+                    h[(j + 1) * active + j] = beta;
+                    self.basis.set_column(base + j + 1, &self.w, 1.0 / beta);
+                } else if base + j + 1 < self.n_global && self.random_into_w(base + j + 1) {
+                    // Invariant subspace: continue with an unrelated direction (coupling zero).
+                    self.basis.set_column(base + j + 1, &self.w, 1.0);
+                } else {
+                    // The whole space is spanned: the Ritz pairs are exact.
+                    size = j + 1;
+                    exhausted = true;
+                    break;
+                }
+            }
+
+            let (values, vectors, residuals) = ritz(&h, active, size, last_beta);
+            let n_wanted = want.min(size);
+            let converged = exhausted || self.finished(&values, &residuals, want, stop_below);
+            let out_of_budget = self.iterations >= self.max_iter;
+            if converged || out_of_budget || size <= want {
+                log::debug!(
+                    "lanczos search (locked {n_locked}, want {want}): {} iterations so far, converged = {converged}, leading {:?}",
+                    self.iterations,
+                    &values[..n_wanted.min(3)]
+                );
+                let n_out = n_wanted;
+                let coefficients = leading_columns(&vectors, size, n_out);
+                self.basis.combine(base, size, &coefficients, n_out);
+                return SearchResult {
+                    values: values[..n_out].to_vec(),
+                    residuals: residuals[..n_out].to_vec(),
+                    converged: converged && n_out == want,
+                };
+            }
+
+            // Thick restart: keep the leading Ritz vectors and the residual direction.
+            kept = (want + (size - want) / 2).min(size - 1);
+            let coefficients = leading_columns(&vectors, size, kept);
+            self.basis.combine(base, size, &coefficients, kept);
+            self.basis.set_column(base + kept, &self.w, 1.0);
+            h.iter_mut().for_each(|v| *v = 0.0);
+            for i in 0..kept {
+                h[i * active + i] = values[i];
+                let coupling = last_beta * vectors[(size - 1) * size + i];
+                h[i * active + kept] = coupling;
+                h[kept * active + i] = coupling;
+            }
+        }
+    }
+
+    /// Whether the `want` leading Ritz pairs have converged (residual at most tol times the
+    /// largest Ritz value magnitude), or the largest Ritz pair is settled below `stop_below`.
+    fn finished(
+        &self,
+        values: &[f64],
+        residuals: &[f64],
+        want: usize,
+        stop_below: Option<f64>,
+    ) -> bool {
+        let scale = values
+            .iter()
+            .fold(0.0f64, |m, v| m.max(v.abs()))
+            .max(f64::MIN_POSITIVE);
+        if values.len() >= want && residuals[..want].iter().all(|&r| r <= self.tol * scale) {
+            return true;
+        }
+        // The check: the largest Ritz pair is converged to the square root of the tolerance
+        // and lies below the bound with its residual interval.
+        match (stop_below, values.first()) {
+            (Some(limit), Some(&value)) => {
+                residuals[0] <= self.tol.sqrt() * scale && value + residuals[0] < limit
+            }
+            _ => false,
+        }
+    }
+
+    /// Flip each of columns 0..n so its largest-magnitude entry (smallest global row on ties) is
+    /// positive.
+    fn fix_signs(&mut self, n: usize) {
+        let capacity = self.basis.capacity;
+        let data = &self.basis.data;
+        let mut largest: Vec<f64> = (0..n)
+            .map(|c| {
+                (0..self.basis.local_len).fold(0.0f64, |m, r| m.max(data[r * capacity + c].abs()))
+            })
+            .collect();
+        self.reduce.max_f64(&mut largest);
+        let mut first_row: Vec<f64> = (0..n)
+            .map(|c| {
+                (0..self.basis.local_len)
+                    .find(|&r| data[r * capacity + c].abs() == largest[c])
+                    .map(|r| -((self.row_start + r) as f64))
+                    .unwrap_or(f64::NEG_INFINITY)
+            })
+            .collect();
+        self.reduce.max_f64(&mut first_row);
+        let mut signs: Vec<f64> = (0..n)
+            .map(|c| {
+                let row = (-first_row[c]) as usize;
+                if (self.row_start..self.row_start + self.basis.local_len).contains(&row) {
+                    let value = data[(row - self.row_start) * capacity + c];
+                    if value < 0.0 {
+                        -1.0
+                    } else {
+                        1.0
+                    }
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        self.reduce.sum_f64(&mut signs);
+        for row in 0..self.basis.local_len {
+            for (c, &sign) in signs.iter().enumerate() {
+                if sign < 0.0 {
+                    self.basis.data[row * capacity + c] *= -1.0;
+                }
+            }
+        }
+    }
+}
+
+/// Ritz pairs of the leading `size` x `size` block of the projected matrix `h` (row stride
+/// `stride`) whose next basis vector has coupling `beta`: values descending, vectors (row-major)
+/// and residual norms |beta * last component|.
+fn ritz(h: &[f64], stride: usize, size: usize, beta: f64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let projected: Vec<f64> = (0..size * size)
+        .map(|index| h[(index / size) * stride + index % size])
+        .collect();
+    let (values, vectors) = dense_symmetric_eigen(size, &projected);
+    let residuals = (0..size)
+        .map(|i| (beta * vectors[(size - 1) * size + i]).abs())
+        .collect();
+    (values, vectors, residuals)
+}
+
+/// The first `n_out` columns of a row-major `size` x `size` matrix, row-major `size` x `n_out`.
+fn leading_columns(matrix: &[f64], size: usize, n_out: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(size * n_out);
+    for row in 0..size {
+        out.extend_from_slice(&matrix[row * size..row * size + n_out]);
+    }
+    out
+}
+
+/// The `params.n_eigs` largest eigenpairs of the symmetric operator `op` (distributed by rows:
+/// this rank holds global rows `row_start..row_start + op.local_len()` of `n_global`).
+/// Collective: every rank calls it with the same parameters. `n_eigs` is clamped to `n_global`.
+pub fn lanczos(
+    op: &dyn LinOp,
+    reduce: &dyn Reduce,
+    n_global: usize,
+    row_start: usize,
+    params: &LanczosParams,
+) -> LanczosOutcome {
+    let n_eigs = params.n_eigs.min(n_global);
+    let local_len = op.local_len();
+    let active = (n_eigs + EXTRA_BASIS).max(2 * n_eigs).min(n_global);
+    let check_active = CHECK_BASIS.min(n_global - n_eigs);
+    let capacity = active.max(n_eigs + check_active) + 1;
+    let mut solver = Solver {
+        op,
+        reduce,
+        n_global,
+        row_start,
+        seed: params.seed,
+        tol: params.tol,
+        basis: Basis::new(local_len, capacity),
+        w: vec![0.0; local_len],
+        x: vec![0.0; local_len],
+        iterations: 0,
+        max_iter: params.max_iter.max(1),
+        streams: 0,
+    };
+    if n_eigs == 0 {
+        return LanczosOutcome {
+            eigenvalues: Vec::new(),
+            vectors: Vec::new(),
+            residuals: Vec::new(),
+            iterations: 0,
+            converged: true,
+        };
+    }
+
+    let found = solver.search(0, n_eigs, active, None);
+    let mut eigenvalues = found.values;
+    let mut residuals = found.residuals;
+    let mut converged = found.converged;
+
+    // Check for eigenvalues the first Krylov sequence missed (repeated eigenvalues): search the
+    // complement of the converged vectors from a fresh start; swap in anything larger.
+    while converged && check_active > 0 && solver.iterations < solver.max_iter {
+        let smallest = eigenvalues[n_eigs - 1];
+        let scale = eigenvalues
+            .iter()
+            .fold(0.0f64, |m, v| m.max(v.abs()))
+            .max(f64::MIN_POSITIVE);
+        let check = solver.search(n_eigs, 1, check_active, Some(smallest));
+        match check.values.first() {
+            Some(&value) if value > smallest + params.tol * scale => {
+                if !check.converged {
+                    converged = false;
+                }
+                // Replace the smallest and keep descending order (columns follow).
+                solver.basis.swap_columns(n_eigs - 1, n_eigs);
+                eigenvalues[n_eigs - 1] = value;
+                residuals[n_eigs - 1] = check.residuals[0];
+                let mut position = n_eigs - 1;
+                while position > 0 && eigenvalues[position - 1] < eigenvalues[position] {
+                    eigenvalues.swap(position - 1, position);
+                    residuals.swap(position - 1, position);
+                    solver.basis.swap_columns(position - 1, position);
+                    position -= 1;
+                }
+            }
+            _ => {
+                if !check.converged {
+                    converged = false;
+                }
+                break;
+            }
+        }
+    }
+    if solver.iterations >= solver.max_iter && !converged {
+        log::debug!("lanczos stopped at max_iter = {}", params.max_iter);
+    }
+
+    let n_out = eigenvalues.len();
+    solver.fix_signs(n_out);
+    let mut vectors = Vec::with_capacity(local_len * n_out);
+    for row in 0..local_len {
+        vectors.extend_from_slice(&solver.basis.data[row * capacity..row * capacity + n_out]);
+    }
+    LanczosOutcome {
+        eigenvalues,
+        vectors,
+        residuals,
+        iterations: solver.iterations,
+        converged,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::exact::to_fixed;
+    use crate::kernels::linop::{DenseOp, SerialReduce};
+
+    /// The normalised adjacency D^-1/2 W D^-1/2 of a weighted graph given as dense weights.
+    fn normalized(n: usize, weights: &[f64]) -> Vec<f64> {
+        let degrees: Vec<f64> = (0..n)
+            .map(|i| weights[i * n..(i + 1) * n].iter().sum())
+            .collect();
+        let mut out = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                if degrees[i] > 0.0 && degrees[j] > 0.0 {
+                    out[i * n + j] = weights[i * n + j] / (degrees[i] * degrees[j]).sqrt();
+                }
+            }
+        }
+        out
+    }
+
+    /// A seeded random graph: `blocks` dense-ish communities of the given sizes, edges between
+    /// communities only when `bridges`.
+    fn community_graph(sizes: &[usize], bridges: bool, seed: u64) -> (usize, Vec<f64>) {
+        let n: usize = sizes.iter().sum();
+        let mut block = Vec::new();
+        for (b, &size) in sizes.iter().enumerate() {
+            block.extend(std::iter::repeat(b).take(size));
+        }
+        let mut weights = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..i {
+                let u = hashed_uniform(seed, 1, (i * n + j) as u64) * 0.5 + 0.5;
+                let same = block[i] == block[j];
+                let weight = if same && u < 0.5 {
+                    0.5 + u
+                } else if !same && bridges && u < 0.02 {
+                    0.3
+                } else {
+                    0.0
+                };
+                weights[i * n + j] = weight;
+                weights[j * n + i] = weight;
+            }
+            // A ring inside each block keeps every block connected.
+            let next = i + 1;
+            if next < n && block[next] == block[i] {
+                weights[i * n + next] = 1.0;
+                weights[next * n + i] = 1.0;
+            }
+        }
+        (n, weights)
+    }
+
+    fn check_against_dense(n: usize, matrix: &[f64], n_eigs: usize, label: &str) -> LanczosOutcome {
+        let op = DenseOp {
+            n,
+            values: matrix.to_vec(),
+        };
+        let params = LanczosParams {
+            n_eigs,
+            tol: 1e-10,
+            max_iter: 5000,
+            seed: 3,
+        };
+        let outcome = lanczos(&op, &SerialReduce, n, 0, &params);
+        assert!(outcome.converged, "{label}: not converged");
+        let (values, vectors) = dense_symmetric_eigen(n, matrix);
+        for (i, (found, expected)) in outcome.eigenvalues.iter().zip(&values).enumerate() {
+            assert!(
+                (found - expected).abs() <= 1e-8,
+                "{label}: eigenvalue {i}: lanczos {found} dense {expected}"
+            );
+        }
+        // Each Lanczos vector is a unit eigenvector: ||A y - theta y|| small, orthonormal set.
+        for i in 0..n_eigs {
+            let y: Vec<f64> = (0..n).map(|r| outcome.vectors[r * n_eigs + i]).collect();
+            let mut ay = vec![0.0; n];
+            op.apply(&y, &mut ay);
+            let residual: f64 = ay
+                .iter()
+                .zip(&y)
+                .map(|(a, b)| (a - outcome.eigenvalues[i] * b).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            assert!(residual < 1e-7, "{label}: residual {i} = {residual}");
+            for j in 0..n_eigs {
+                let dot: f64 = (0..n)
+                    .map(|r| outcome.vectors[r * n_eigs + i] * outcome.vectors[r * n_eigs + j])
+                    .sum();
+                let expected = if i == j { 1.0 } else { 0.0 };
+                assert!(
+                    (dot - expected).abs() < 1e-8,
+                    "{label}: <y{i}, y{j}> = {dot}"
+                );
+            }
+        }
+        // Simple eigenvalues: the vector matches the dense one up to sign.
+        for i in 0..n_eigs {
+            let simple = (i == 0 || values[i - 1] - values[i] > 1e-6)
+                && (i + 1 >= n || values[i] - values[i + 1] > 1e-6);
+            if simple {
+                let dot: f64 = (0..n)
+                    .map(|r| outcome.vectors[r * n_eigs + i] * vectors[r * n + i])
+                    .sum();
+                assert!(
+                    (dot.abs() - 1.0).abs() < 1e-7,
+                    "{label}: vector {i}: |dot| = {dot}"
+                );
+            }
+        }
+        outcome
+    }
+
+    #[test]
+    fn fixed_point_matches_exact_conversion() {
+        for i in 0..10_000u64 {
+            let value = hashed_uniform(9, 0, i) * 10f64.powi((i % 40) as i32 - 30);
+            assert_eq!(fixed_point(value), to_fixed(value), "value {value}");
+        }
+        for value in [
+            0.0, -0.0, 1.0, -1.0, 0.5, 1e-25, -3e-19, 12345.678, -2e15, 1e30,
+        ] {
+            assert_eq!(fixed_point(value), to_fixed(value), "value {value}");
+        }
+    }
+
+    #[test]
+    fn connected_graph_matches_dense_eigen() {
+        let (n, weights) = community_graph(&[30, 25, 35, 20], true, 1);
+        let matrix = normalized(n, &weights);
+        let outcome = check_against_dense(n, &matrix, 6, "connected");
+        assert!((outcome.eigenvalues[0] - 1.0).abs() < 1e-10);
+    }
+
+    #[test]
+    fn three_components_give_eigenvalue_one_three_times() {
+        let (n, weights) = community_graph(&[40, 30, 50], false, 2);
+        let matrix = normalized(n, &weights);
+        let outcome = check_against_dense(n, &matrix, 5, "three components");
+        for i in 0..3 {
+            assert!(
+                (outcome.eigenvalues[i] - 1.0).abs() < 1e-9,
+                "eigenvalue {i} = {}",
+                outcome.eigenvalues[i]
+            );
+        }
+        assert!(outcome.eigenvalues[3] < 1.0 - 1e-3);
+    }
+
+    #[test]
+    fn larger_graph_with_restarts_matches_dense_eigen() {
+        let (n, weights) = community_graph(&[60; 8], true, 5);
+        let matrix = normalized(n, &weights);
+        // 12 eigenpairs from a 36-vector basis over 480 rows: several thick restarts.
+        check_against_dense(n, &matrix, 12, "eight communities");
+    }
+
+    #[test]
+    fn whole_space_and_tiny_operators() {
+        // n_eigs = n: the Krylov space is the whole space.
+        let (n, weights) = community_graph(&[3, 4], true, 8);
+        let matrix = normalized(n, &weights);
+        check_against_dense(n, &matrix, n, "whole space");
+        // Diagonal with repeated entries and a negative one.
+        let diag = [2.0, -3.0, 2.0, 0.5, 2.0, 1.0];
+        let mut matrix = vec![0.0; 36];
+        for (i, d) in diag.iter().enumerate() {
+            matrix[i * 6 + i] = *d;
+        }
+        let outcome = check_against_dense(6, &matrix, 4, "diagonal");
+        assert_eq!(outcome.eigenvalues.len(), 4);
+    }
+
+    #[test]
+    fn stops_at_max_iter_and_says_so() {
+        let (n, weights) = community_graph(&[60; 8], true, 5);
+        let op = DenseOp {
+            n,
+            values: normalized(n, &weights),
+        };
+        let params = LanczosParams {
+            n_eigs: 12,
+            tol: 1e-14,
+            max_iter: 15,
+            seed: 0,
+        };
+        let outcome = lanczos(&op, &SerialReduce, n, 0, &params);
+        assert!(!outcome.converged);
+        assert_eq!(outcome.iterations, 15);
+        assert_eq!(outcome.eigenvalues.len(), 12);
+    }
+
+    #[test]
+    fn start_vector_depends_on_global_row_only() {
+        let a: Vec<f64> = (0..100).map(|r| hashed_uniform(4, 0, r)).collect();
+        let b: Vec<f64> = (50..100).map(|r| hashed_uniform(4, 0, r)).collect();
+        assert_eq!(&a[50..], &b[..]);
+        assert!(a.iter().all(|v| (-1.0..1.0).contains(v)));
+        let mean = a.iter().sum::<f64>() / 100.0;
+        assert!(mean.abs() < 0.2, "mean {mean}");
+        assert_ne!(hashed_uniform(4, 0, 7), hashed_uniform(5, 0, 7));
+    }
+}
