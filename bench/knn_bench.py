@@ -57,7 +57,10 @@ def make_data(args, work):
                "--clusters", str(args.clusters), "--noise", str(args.noise), "--seed", str(args.seed),
                "--format", "npy", "--out", str(raw)]
         done = subprocess.run(cmd, capture_output=True, text=True, env=env(1))
-        found = sorted(raw.rglob("*.npy")) if raw.is_dir() else ([raw] if raw.exists() else [])
+        if (raw / "embedding").is_dir():  # a dataset directory: embedding/ id/ label/ manifest.json
+            found = sorted((raw / "embedding").glob("*.npy"))
+        else:
+            found = [raw] if raw.exists() else []
         if done.returncode == 0 and found:
             x = np.concatenate([np.load(p) for p in found]).astype(np.float32)
             source = {"kind": "embsolve generate", "command": " ".join(cmd[1:])}
