@@ -115,13 +115,13 @@ def timed_in_child(target, args, timeout):
     return result
 
 
-def run_pipeline(dataset, out, n_ranks, n_eigs, seed):
+def run_pipeline(dataset, out, n_ranks, n_eigs, max_iter, seed):
     config = out / f"pipeline_{n_ranks}.toml"
     config.write_text(
         f'[input]\npath = "{dataset}"\nlabel_column = "label"\n'
         f'[output]\ndir = "{out / f"pipeline_{n_ranks}"}"\nwrite_knn = false\ncheckpoint = false\n'
         f'[knn]\nk = 16\n[graph]\nweight = "binary"\n[components]\nenabled = false\n'
-        f'[pagerank]\nenabled = false\n[spectral]\nn_eigs = {n_eigs}\nseed = {seed}\n')
+        f'[pagerank]\nenabled = false\n[spectral]\nn_eigs = {n_eigs}\nmax_iter = {max_iter}\nseed = {seed}\n')
     env = dict(os.environ, **MPI_ENV)
     start = time.perf_counter()
     done = subprocess.run(["mpirun", "-n", str(n_ranks), str(BIN), "run", str(config)],
@@ -204,8 +204,7 @@ def main():
 
         if args.pipeline:
             for n_ranks in (1, 2):
-                outcome = run_pipeline(dataset, args.out.resolve() / "tmp", n_ranks, args.n_eigs,
-                                       args.seed)
+                outcome = run_pipeline(dataset, Path(tmp), n_ranks, args.n_eigs, args.max_iter, args.seed)
                 if outcome is None:
                     continue
                 wall, summary = outcome
