@@ -630,12 +630,13 @@ fn read_hdf5_span(
     let mut at = local.start;
     while at < local.end {
         let end = (at + HDF5_CHUNK).min(local.end);
-        let chunk: Vec<i64> = tokens
+        // i16 keeps negatives negative and clamps large values (still out of range).
+        let chunk: Vec<i16> = tokens
             .read_slice_1d(hdf5::Selection::from(at as usize..end as usize))
             .map_err(|e| Error::input(format!("/tokens[{at}..{end}]: {e}")))?
             .to_vec();
         for (i, &value) in chunk.iter().enumerate() {
-            if value < 0 || value > i64::from(max_token) {
+            if value < 0 || value > i16::from(max_token) {
                 return Err(Error::input(format!(
                     "/tokens[{}] = {value} is outside 0..={max_token}",
                     at + i as u64
