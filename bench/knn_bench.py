@@ -19,6 +19,7 @@ import csv
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -107,25 +108,32 @@ def drop_self(indices, k):
     return out
 
 
+def cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_faiss(x, k, threads):
     import faiss
     faiss.omp_set_num_threads(threads)
+    cpu = cpu_seconds()
     start = time.perf_counter()
     index = faiss.IndexFlatIP(x.shape[1])
     index.add(x)
     _, found = index.search(x, k + 1)
     seconds = time.perf_counter() - start
-    return seconds, drop_self(found, k)
+    return seconds, cpu_seconds() - cpu, drop_self(found, k)
 
 
 def run_sklearn(x, k, threads):
     from sklearn.neighbors import NearestNeighbors
+    cpu = cpu_seconds()
     start = time.perf_counter()
     model = NearestNeighbors(n_neighbors=k + 1, algorithm="brute", metric="cosine", n_jobs=threads)
     model.fit(x)
     _, found = model.kneighbors(x)
     seconds = time.perf_counter() - start
-    return seconds, drop_self(found, k)
+    return seconds, cpu_seconds() - cpu, drop_self(found, k)
 
 
 def run_embsolve(path, k, ranks, threads, work, tag):
@@ -157,6 +165,7 @@ def run_pipeline(path, k, ranks, threads, work, tag):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--tag", default="", help="suffix of the output file names (several runs)")
     parser.add_argument("--npy", type=Path)
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--dim", type=int, default=128)
@@ -165,7 +174,8 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--sklearn", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--sklearn", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time scikit-learn brute force (first repetition only: it is slow)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="knn_bench_"))
@@ -178,23 +188,28 @@ def main():
     embsolve_configs = [("embsolve 1x2", 1, 2), ("embsolve 2x1", 2, 1)]
     rows = []
     faiss_lists = None
+    embsolve_lists = []
     for rep in range(args.repeat):
         load = os.getloadavg()[0]
-        seconds, found = run_faiss(x, k, 2)
+        seconds, cpu, found = run_faiss(x, k, 2)
         faiss_lists = found
         rows.append({"tool": "faiss IndexFlatIP", "ranks": 1, "threads": 2, "rep": rep, "wall_s": seconds,
+                     "cpu_s": cpu,
                      "recall_exact": recall(found, truth), "recall_faiss": 1.0, "load1": load})
         for name, ranks, threads in embsolve_configs:
             report, found = run_embsolve(path, k, ranks, threads, work, f"{ranks}x{threads}_{rep}")
+            embsolve_lists.append(found)
             rows.append({"tool": name, "ranks": ranks, "threads": threads, "rep": rep,
-                         "wall_s": report["knn_s"], "gemm_only_s": report["gemm_only_s"],
+                         "wall_s": report["knn_s"], "cpu_s": report["knn_cpu_s_all_ranks"],
+                         "gemm_only_s": report["gemm_only_s"],
                          "gemm_only_gflops": report["gemm_only_gflops"],
                          "exact_evaluations_per_query": report["exact_evaluations_per_query"],
                          "recall_exact": recall(found, truth), "recall_faiss": recall(found, faiss_lists),
                          "load1": load})
-        if args.sklearn:
-            seconds, found = run_sklearn(x, k, 2)
+        if args.sklearn and rep == 0:
+            seconds, cpu, found = run_sklearn(x, k, 2)
             rows.append({"tool": "sklearn brute", "ranks": 1, "threads": 2, "rep": rep, "wall_s": seconds,
+                         "cpu_s": cpu,
                          "recall_exact": recall(found, truth), "recall_faiss": recall(found, faiss_lists),
                          "load1": load})
         for name, ranks, threads in embsolve_configs:
@@ -207,9 +222,9 @@ def main():
     for row in rows:
         row["gflops"] = flops / row["wall_s"] / 1e9
 
-    fields = ["tool", "ranks", "threads", "rep", "wall_s", "gflops", "recall_exact", "recall_faiss",
+    fields = ["tool", "ranks", "threads", "rep", "wall_s", "cpu_s", "gflops", "recall_exact", "recall_faiss",
               "gemm_only_s", "gemm_only_gflops", "exact_evaluations_per_query", "load1"]
-    with open(args.out / "knn_runs.csv", "w", newline="") as f:
+    with open(args.out / f"knn_runs{args.tag}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
@@ -225,26 +240,32 @@ def main():
         times = sorted(r["wall_s"] for r in rows if r["tool"] == tool)
         entry = {"tool": tool, "ranks": b["ranks"], "threads": b["threads"], "best_s": b["wall_s"],
                  "median_s": times[len(times) // 2], "gflops_best": flops / b["wall_s"] / 1e9,
+                 "cpu_s_of_best": b.get("cpu_s"),
                  "ratio_vs_faiss_best": b["wall_s"] / faiss_best["wall_s"],
                  "recall_exact": b.get("recall_exact"), "recall_faiss": b.get("recall_faiss")}
         if "gemm_only_s" in b:
             entry["gemm_only_gflops"] = b["gemm_only_gflops"]
             entry["tile_loop_fraction_of_gemm"] = b["gemm_only_s"] / b["wall_s"]
         summary.append(entry)
-    with open(args.out / "knn_summary.csv", "w", newline="") as f:
+    with open(args.out / f"knn_summary{args.tag}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(key for e in summary for key in e)))
         writer.writeheader()
         writer.writerows(summary)
-    meta = {"source": source, "n": n, "dim": dim, "k": k, "flops_per_run": flops, "repeat": args.repeat,
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    meta = {"source": source, "commit": commit, "n": n, "dim": dim, "k": k, "flops_per_run": flops, "repeat": args.repeat,
             "host": platform.node(), "cpus": os.cpu_count(), "python": sys.version.split()[0],
-            "numpy": np.__version__, "started_load1": rows[0]["load1"], "summary": summary}
+            "numpy": np.__version__, "started_load1": rows[0]["load1"],
+            "embsolve_lists_identical_across_runs_and_rank_counts":
+                all(np.array_equal(found, embsolve_lists[0]) for found in embsolve_lists),
+            "summary": summary}
     try:
         import faiss, sklearn
         meta["faiss"] = faiss.__version__
         meta["sklearn"] = sklearn.__version__
     except ImportError:
         pass
-    (args.out / "knn_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (args.out / f"knn_meta{args.tag}.json").write_text(json.dumps(meta, indent=2) + "\n")
     for entry in summary:
         print(json.dumps(entry))
 

@@ -60,6 +60,8 @@ fn main() {
             .expect("knn succeeds");
     let mut seconds = [start.elapsed().as_secs_f64()];
     let knn_cpu = cpu_seconds();
+    let mut knn_cpu_all = [knn_cpu];
+    comm.allreduce_sum_f64(&mut knn_cpu_all);
     comm.allreduce_max_f64(&mut seconds);
 
     // The GEMM kernel alone, on the same tiles and threads: this rank's queries against all rows
@@ -93,6 +95,7 @@ fn main() {
             "gemm_only_gflops": gemm_flops * comm.size() as f64 / gemm_seconds[0] / 1e9,
             "exact_evaluations": evaluations[0],
             "rank0_cpu_s": {"knn": knn_cpu, "gemm_only": gemm_cpu},
+            "knn_cpu_s_all_ranks": knn_cpu_all[0],
             "exact_evaluations_per_query": evaluations[0] as f64 / n_rows as f64,
             "tile": [shape.query_rows, shape.ref_rows],
         });

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job on its embedded default (what `make run` runs after building):
-#   1. real sequences: the Pfam seed families in Debian's hmmer-examples (8 families, 321 proteins)
-#      and the DNA target sequence of the same package;
-#   2. stage 1 (Ray Data): protein 3-mers hashed into 512 dims, family labels joined; DNA token
+#   1. real sequences from Debian packages: the capsule-locus proteins of A. baumannii in
+#      kaptive-data (3,503 proteins of the 48 genes seen at least 20 times, labelled by gene) and
+#      the DNA target sequence of hmmer-examples;
+#   2. stage 1 (Ray Data): protein 3-mers hashed into 4,096 dims, gene labels joined; DNA token
 #      tracks for the FFT solver;
 #   3. stage 2 (embsolve) on local ranks: through the local Slurm when it starts, else mpirun;
 #   4. the report, and a short summary.
@@ -20,30 +21,29 @@ examples=data/debian/hmmer-examples/usr/share/doc/hmmer/examples
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "data: Pfam seed families (hmmer-examples)"
-scripts/fetch_data.sh hmmer-examples
-"$py" scripts/pfam_families.py "$examples" data/pfam
+step "data: capsule-locus proteins (kaptive-data) and a DNA sequence (hmmer-examples)"
+scripts/fetch_data.sh hmmer-examples kaptive-data
 
 mkdir -p "$main"
 step "stage 1: Ray Data -> k-mer embeddings and token tracks"
-if [ ! -f data/pfam/emb/manifest.json ] || [ data/pfam/families.fasta -nt data/pfam/emb/manifest.json ]; then
-  rm -rf data/pfam/emb
-  "$py" -m embsolve_ray embed --input data/pfam/families.fasta --alphabet protein --k 3 \
-    --method hash --dim 512 --labels data/pfam/labels.tsv --label-column family \
-    --rows-per-file 120 --rows-per-group 40 --out data/pfam/emb
+emb=data/emb/kaptive_ab20
+tracks=data/emb/dna_target_tracks
+if [ ! -f $emb/manifest.json ]; then
+  "$py" -m embsolve_ray embed --input data/kaptive_ab20/proteins.fasta --alphabet protein --k 3 \
+    --method hash --dim 4096 --labels data/kaptive_ab20/labels.tsv --label-column gene \
+    --rows-per-file 1000 --rows-per-group 250 --out $emb
 fi
-if [ ! -f data/pfam/dna_tracks/manifest.json ]; then
-  rm -rf data/pfam/dna_tracks data/pfam/dna_emb
+if [ ! -f $tracks/manifest.json ]; then
   "$py" -m embsolve_ray embed --input "$examples/tutorial/dna_target.fa" --alphabet dna --k 4 \
-    --method counts --tracks data/pfam/dna_tracks --out data/pfam/dna_emb
+    --method counts --tracks $tracks --out data/emb/dna_target
 fi
-"$bin" inspect data/pfam/emb
+"$bin" inspect $emb
 
 config=$main/config.toml
 cat >"$config" <<EOF
-# The main job: Pfam seed families, protein 3-mer embeddings from stage 1.
+# The main job: A. baumannii capsule-locus proteins, protein 3-mer embeddings from stage 1.
 [input]
-path = "$PWD/data/pfam/emb"
+path = "$PWD/$emb"
 label_column = "label"
 
 [knn]
@@ -54,12 +54,12 @@ metric = "cosine"
 weight = "similarity"
 
 [spectral]
-n_eigs = 16
-n_clusters = 0
+n_eigs = 64
+n_clusters = 48
 
 [fft]
 enabled = true
-tracks = "$PWD/data/pfam/dna_tracks"
+tracks = "$PWD/$tracks"
 alphabet = "dna"
 window = 240
 step = 60
@@ -87,7 +87,7 @@ step "stage 2: embsolve on $ranks local ranks via $launcher"
 rm -rf "$main/out"
 if [ "$launcher" = slurm ]; then
   eval "$(slurm/local/cluster.sh env)"
-  "$py" -m embsolve_ray submit --dataset data/pfam/emb --config "$config" \
+  "$py" -m embsolve_ray submit --dataset $emb --config "$config" \
     --sbatch-arg="--ntasks=$ranks" --sbatch-arg="--output=$PWD/$main/slurm-%j.out" --wait
   cat "$main"/slurm-*.out 2>/dev/null | tail -n 20 || true
 else
@@ -108,7 +108,7 @@ print(f"rows {run['n_rows']} x dim {run['dim']} on {run['n_ranks']} ranks ({run[
 print(f"components {r.get('n_components')}, PageRank iterations {r.get('pagerank_iterations')}, "
       f"spectral clusters {r.get('n_clusters')}")
 for name, value in r.get("ari", {}).items():
-    print(f"adjusted Rand index vs Pfam family ({name}): {value:.3f}")
+    print(f"adjusted Rand index vs gene ({name}): {value:.3f}")
 total = sum(p["max_s"] for p in run["phases"].values())
 print(f"phases (max over ranks): " + ", ".join(f"{k} {v['max_s']:.2f}s" for k, v in run["phases"].items())
       + f"; total {total:.2f}s")

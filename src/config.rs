@@ -307,7 +307,7 @@ impl RunConfig {
         if !(self.pagerank.damping > 0.0 && self.pagerank.damping < 1.0) {
             return bad("pagerank.damping", "must be in (0, 1)");
         }
-        if !(self.pagerank.tol > 0.0) {
+        if self.pagerank.tol.is_nan() || self.pagerank.tol <= 0.0 {
             return bad("pagerank.tol", "must be positive");
         }
         if self.pagerank.max_iter == 0 {
@@ -319,7 +319,7 @@ impl RunConfig {
         if self.spectral.n_clusters > self.spectral.n_eigs {
             return bad("spectral.n_clusters", "must not exceed spectral.n_eigs");
         }
-        if !(self.spectral.tol > 0.0) {
+        if self.spectral.tol.is_nan() || self.spectral.tol <= 0.0 {
             return bad("spectral.tol", "must be positive");
         }
         if self.spectral.max_iter == 0 {

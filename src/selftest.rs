@@ -161,6 +161,7 @@ fn check_io_read_blocks(comm: &dyn Comm) -> Result<(), String> {
     }
     outcome
 }
+
 // ---- kNN checks ----
 
 /// Seeded rows with deliberate ties: exact duplicates and few distinct values (equal distances
@@ -247,6 +248,49 @@ fn check_knn_against_oracle(
         if !same_bits {
             return Err(format!(
                 "{metric:?} tiles {shape:?}: distances differ from the oracle"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_knn_ring_cosine(comm: &dyn Comm) -> Result<(), String> {
+    check_knn_against_oracle(comm, 601, 21, 7, crate::config::Metric::Cosine)
+}
+
+fn check_knn_ring_l2(comm: &dyn Comm) -> Result<(), String> {
+    check_knn_against_oracle(comm, 433, 16, 16, crate::config::Metric::L2)
+}
+
+fn check_knn_ring_ip(comm: &dyn Comm) -> Result<(), String> {
+    check_knn_against_oracle(comm, 250, 9, 5, crate::config::Metric::Ip)
+}
+
+/// Three rows on up to four ranks: some ranks own no rows and still pass blocks on; k = 2 is the
+/// largest valid k, and k = 3 is a config error on every rank.
+fn check_knn_fewer_rows_than_ranks(comm: &dyn Comm) -> Result<(), String> {
+    check_knn_against_oracle(comm, 3, 4, 2, crate::config::Metric::L2)?;
+    let rows = knn_rows(3, 4, 1, false);
+    let layout = RowLayout::new(3, comm.size());
+    let local = rows.slice(ndarray::s![layout.range(comm.rank()), ..]);
+    let mut backend = crate::backend::cpu::CpuKnn::new();
+    match crate::dist::knn::exact_knn(
+        comm,
+        &layout,
+        local,
+        3,
+        crate::config::Metric::L2,
+        &mut backend,
+    ) {
+        Err(e) if e.kind == crate::error::ErrorKind::Config && e.message.contains("knn.k") => {
+            Ok(())
+        }
+        Err(e) => Err(format!("k = n_rows gave the wrong error: {e}")),
+        Ok(_) => Err("k = n_rows was accepted".into()),
+    }
+}
+// ---- end of kNN checks ----
+
 /// A whole-problem kNN list set (every rank builds the same) for the graph checks.
 struct GraphCase {
     name: &'static str,
@@ -346,8 +390,8 @@ fn blob_knn(n_rows: usize, dim: usize, k: usize, seed: u64) -> crate::dist::knn:
 }
 
 /// The graph shapes of the checks: clustered points, a sparse random graph with many components
-/// and isolated vertices, a long chain, a star.
-fn graph_cases(include_long_chain: bool) -> Vec<GraphCase> {
+/// and isolated vertices, chains, a star; plus a chain of `long_chain` rows when given.
+fn graph_cases(long_chain: Option<usize>) -> Vec<GraphCase> {
     use crate::config::{EdgeWeight, GraphSection, Metric, Symmetrize};
     use rand::{Rng, SeedableRng};
     let cut = |symmetrize, weight| GraphSection {
@@ -417,8 +461,15 @@ fn graph_cases(include_long_chain: bool) -> Vec<GraphCase> {
             knn: crafted_knn(257, 3, |row| if row == 0 { vec![1, 2, 3] } else { vec![0] }),
         },
     ];
-    if include_long_chain {
-        let n = 200_000;
+    // Fewer rows than ranks at 4 ranks: some ranks own nothing.
+    cases.push(GraphCase {
+        name: "tiny",
+        n_rows: 3,
+        metric: Metric::Cosine,
+        section: cut(Symmetrize::Union, EdgeWeight::Gaussian),
+        knn: crafted_knn(3, 2, |row| if row == 0 { vec![1] } else { vec![] }),
+    });
+    if let Some(n) = long_chain {
         cases.push(GraphCase {
             name: "long-chain",
             n_rows: n,
@@ -435,7 +486,7 @@ fn graph_cases(include_long_chain: bool) -> Vec<GraphCase> {
 /// weights), and the normalised adjacency gives the serial answer bit for bit.
 fn check_graph_build(comm: &dyn Comm) -> Result<(), String> {
     use crate::kernels::linop::LinOp;
-    for case in graph_cases(false) {
+    for case in graph_cases(None) {
         let (graph, serial) = case.build(comm)?;
         let expected = crate::kernels::reference::similarity_graph_naive(
             case.n_rows,
@@ -490,45 +541,10 @@ fn check_graph_build(comm: &dyn Comm) -> Result<(), String> {
     Ok(())
 }
 
-fn check_knn_ring_cosine(comm: &dyn Comm) -> Result<(), String> {
-    check_knn_against_oracle(comm, 601, 21, 7, crate::config::Metric::Cosine)
-}
-
-fn check_knn_ring_l2(comm: &dyn Comm) -> Result<(), String> {
-    check_knn_against_oracle(comm, 433, 16, 16, crate::config::Metric::L2)
-}
-
-fn check_knn_ring_ip(comm: &dyn Comm) -> Result<(), String> {
-    check_knn_against_oracle(comm, 250, 9, 5, crate::config::Metric::Ip)
-}
-
-/// Three rows on up to four ranks: some ranks own no rows and still pass blocks on; k = 2 is the
-/// largest valid k, and k = 3 is a config error on every rank.
-fn check_knn_fewer_rows_than_ranks(comm: &dyn Comm) -> Result<(), String> {
-    check_knn_against_oracle(comm, 3, 4, 2, crate::config::Metric::L2)?;
-    let rows = knn_rows(3, 4, 1, false);
-    let layout = RowLayout::new(3, comm.size());
-    let local = rows.slice(ndarray::s![layout.range(comm.rank()), ..]);
-    let mut backend = crate::backend::cpu::CpuKnn::new();
-    match crate::dist::knn::exact_knn(
-        comm,
-        &layout,
-        local,
-        3,
-        crate::config::Metric::L2,
-        &mut backend,
-    ) {
-        Err(e) if e.kind == crate::error::ErrorKind::Config && e.message.contains("knn.k") => {
-            Ok(())
-        }
-        Err(e) => Err(format!("k = n_rows gave the wrong error: {e}")),
-        Ok(_) => Err("k = n_rows was accepted".into()),
-    }
-}
-// ---- end of kNN checks ----
 /// Component labels equal the breadth-first-search labels of the whole graph.
+/// The million-row chain shows that the rounds do not grow with the diameter.
 fn check_graph_components(comm: &dyn Comm) -> Result<(), String> {
-    for case in graph_cases(true) {
+    for case in graph_cases(Some(1_000_000)) {
         let (graph, serial) = case.build(comm)?;
         let edges: Vec<(usize, usize)> = serial
             .local_edges()
@@ -567,6 +583,63 @@ fn check_graph_components(comm: &dyn Comm) -> Result<(), String> {
                 "random-sparse should have isolated vertices and many components ({isolated}, {expected_count})"
             ));
         }
+    }
+    Ok(())
+}
+
+/// PageRank scores equal the serial run's bit for bit, and the dense power iteration to 1e-9 (L1).
+fn check_graph_pagerank(comm: &dyn Comm) -> Result<(), String> {
+    let params = crate::config::PagerankSection::default();
+    for case in graph_cases(Some(200_000)) {
+        let (graph, serial) = case.build(comm)?;
+        let outcome = crate::dist::pagerank::pagerank(comm, &graph, &params);
+        let whole = crate::dist::pagerank::pagerank(&SerialComm, &serial, &params);
+        let range = graph.layout.range(comm.rank());
+        if outcome.scores != whole.scores[range.clone()]
+            || outcome.iterations != whole.iterations
+            || outcome.residual != whole.residual
+        {
+            return Err(format!(
+                "{}: scores, iterations ({} vs {}) or residual differ from the serial run",
+                case.name, outcome.iterations, whole.iterations
+            ));
+        }
+        // A plain sum of n scores rounds by up to about n eps.
+        let total: f64 = whole.scores.iter().sum();
+        if (total - 1.0).abs() > case.n_rows as f64 * f64::EPSILON || whole.residual >= params.tol {
+            return Err(format!(
+                "{}: scores sum to {total}, residual {}",
+                case.name, whole.residual
+            ));
+        }
+        if case.n_rows <= 1000 {
+            let edges: Vec<(usize, usize, f64)> = serial
+                .local_edges()
+                .iter()
+                .filter(|e| e.0 < e.1)
+                .map(|e| (e.0 as usize, e.1 as usize, e.2))
+                .collect();
+            let (dense, _, _) = crate::kernels::reference::pagerank_dense(
+                case.n_rows,
+                &edges,
+                params.damping,
+                params.tol,
+                params.max_iter,
+            );
+            let l1: f64 = whole
+                .scores
+                .iter()
+                .zip(&dense)
+                .map(|(a, b)| (a - b).abs())
+                .sum();
+            if l1 > 1e-9 {
+                return Err(format!("{}: L1 {l1:e} from the dense oracle", case.name));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A dense symmetric matrix distributed by `RowLayout`: this rank holds its rows; `apply`
 /// gathers x and multiplies (collective).
 struct RowBlockOp<'a> {
@@ -682,7 +755,9 @@ fn check_spectral_lanczos(comm: &dyn Comm) -> Result<(), String> {
         }
         let serial_rows = &serial.vectors[range.start * n_eigs..range.end * n_eigs];
         if distributed.vectors != serial_rows {
-            return Err(format!("{label}: eigenvector rows differ from the serial run"));
+            return Err(format!(
+                "{label}: eigenvector rows differ from the serial run"
+            ));
         }
         let (dense, _) = dense_symmetric_eigen(n, &matrix);
         for (i, (a, b)) in distributed.eigenvalues.iter().zip(&dense).enumerate() {
@@ -736,6 +811,83 @@ fn check_spectral_kmeans(comm: &dyn Comm) -> Result<(), String> {
         return Err(format!(
             "centroids or inertia differ: {} vs {}",
             distributed.inertia, serial.inertia
+        ));
+    }
+    Ok(())
+}
+
+/// The whole spectral clustering of a planted partition: eigenvalues, embedding rows and labels
+/// equal the serial run; the eigengap finds the 4 groups and the ARI is at least 0.95.
+fn check_spectral_clustering(comm: &dyn Comm) -> Result<(), String> {
+    use crate::dist::spectral::spectral_on_operator;
+    use crate::kernels::linop::{DenseOp, SerialReduce};
+    let (n, matrix, truth) = planted_normalized_adjacency(4, 60, 0.25, 0.02, 23);
+    let params = crate::config::SpectralSection {
+        n_eigs: 8,
+        ..Default::default()
+    };
+    let range = RowLayout::new(n, comm.size()).range(comm.rank());
+    let distributed = spectral_on_operator(
+        &RowBlockOp::new(comm, n, &matrix),
+        &crate::dist::CommReduce(comm),
+        n,
+        range.start,
+        &params,
+    );
+    let serial_op = DenseOp {
+        n,
+        values: matrix.clone(),
+    };
+    let serial = spectral_on_operator(&serial_op, &SerialReduce, n, 0, &params);
+    if distributed.eigenvalues != serial.eigenvalues {
+        return Err(format!(
+            "eigenvalues {:?} != serial {:?}",
+            distributed.eigenvalues, serial.eigenvalues
+        ));
+    }
+    if distributed.labels != serial.labels[range.clone()] {
+        return Err("labels differ from the serial run".into());
+    }
+    if distributed.embedding != serial.embedding.slice(ndarray::s![range.clone(), ..]) {
+        return Err("embedding rows differ from the serial run".into());
+    }
+    if distributed.n_clusters != 4 {
+        return Err(format!(
+            "eigengap chose {} clusters (eigenvalues {:?})",
+            distributed.n_clusters, distributed.eigenvalues
+        ));
+    }
+    let predicted: Vec<i64> = distributed.labels.iter().map(|&l| l as i64).collect();
+    let ari = crate::dist::ari::adjusted_rand_index(comm, &truth[range], &predicted);
+    if ari < 0.95 {
+        return Err(format!("ARI {ari} < 0.95"));
+    }
+    Ok(())
+}
+
+/// The distributed adjusted Rand index equals the serial one exactly.
+fn check_spectral_ari(comm: &dyn Comm) -> Result<(), String> {
+    use crate::dist::ari::adjusted_rand_index;
+    let n = 1001;
+    let truth: Vec<i64> = (0..n).map(|i| ((i * 7) % 13 % 5) as i64).collect();
+    let predicted: Vec<i64> = (0..n)
+        .map(|i| {
+            if i % 9 == 0 {
+                -3
+            } else {
+                ((i * 7) % 13 % 5) as i64 * 10
+            }
+        })
+        .collect();
+    let range = RowLayout::new(n, comm.size()).range(comm.rank());
+    let distributed = adjusted_rand_index(comm, &truth[range.clone()], &predicted[range]);
+    let serial = adjusted_rand_index(&SerialComm, &truth, &predicted);
+    if distributed != serial || !(serial > 0.5 && serial < 1.0) {
+        return Err(format!("distributed {distributed} != serial {serial}"));
+    }
+    Ok(())
+}
+
 /// The FFT analysis on ranks equals the serial one bit for bit: this rank's period-3 windows and
 /// feature rows are the matching slices of the serial answer, and the global spectra agree. The
 /// lengths include a sequence longer than every rank's span together at 4 ranks' window share.
@@ -798,121 +950,6 @@ fn check_fft_tracks(comm: &dyn Comm) -> Result<(), String> {
         return Err(format!(
             "windows per rank {counts:?}, sequences per rank {owned:?}"
         ));
-    }
-    Ok(())
-}
-
-/// PageRank scores equal the serial run's bit for bit, and the dense power iteration to 1e-9 (L1).
-fn check_graph_pagerank(comm: &dyn Comm) -> Result<(), String> {
-    let params = crate::config::PagerankSection::default();
-    for case in graph_cases(true) {
-        let (graph, serial) = case.build(comm)?;
-        let outcome = crate::dist::pagerank::pagerank(comm, &graph, &params);
-        let whole = crate::dist::pagerank::pagerank(&SerialComm, &serial, &params);
-        let range = graph.layout.range(comm.rank());
-        if outcome.scores != whole.scores[range.clone()]
-            || outcome.iterations != whole.iterations
-            || outcome.residual != whole.residual
-        {
-            return Err(format!(
-                "{}: scores, iterations ({} vs {}) or residual differ from the serial run",
-                case.name, outcome.iterations, whole.iterations
-            ));
-        }
-        // A plain sum of n scores rounds by up to about n eps.
-        let total: f64 = whole.scores.iter().sum();
-        if (total - 1.0).abs() > case.n_rows as f64 * f64::EPSILON || whole.residual >= params.tol {
-            return Err(format!(
-                "{}: scores sum to {total}, residual {}",
-                case.name, whole.residual
-            ));
-        }
-        if case.n_rows <= 1000 {
-            let edges: Vec<(usize, usize, f64)> = serial
-                .local_edges()
-                .iter()
-                .filter(|e| e.0 < e.1)
-                .map(|e| (e.0 as usize, e.1 as usize, e.2))
-                .collect();
-            let (dense, _, _) = crate::kernels::reference::pagerank_dense(
-                case.n_rows,
-                &edges,
-                params.damping,
-                params.tol,
-                params.max_iter,
-            );
-            let l1: f64 = whole
-                .scores
-                .iter()
-                .zip(&dense)
-                .map(|(a, b)| (a - b).abs())
-                .sum();
-            if l1 > 1e-9 {
-                return Err(format!("{}: L1 {l1:e} from the dense oracle", case.name));
-            }
-        }
-/// The whole spectral clustering of a planted partition: eigenvalues, embedding rows and labels
-/// equal the serial run; the eigengap finds the 4 groups and the ARI is at least 0.95.
-fn check_spectral_clustering(comm: &dyn Comm) -> Result<(), String> {
-    use crate::dist::spectral::spectral_on_operator;
-    use crate::kernels::linop::{DenseOp, SerialReduce};
-    let (n, matrix, truth) = planted_normalized_adjacency(4, 60, 0.25, 0.02, 23);
-    let params = crate::config::SpectralSection {
-        n_eigs: 8,
-        ..Default::default()
-    };
-    let range = RowLayout::new(n, comm.size()).range(comm.rank());
-    let distributed = spectral_on_operator(
-        &RowBlockOp::new(comm, n, &matrix),
-        &crate::dist::CommReduce(comm),
-        n,
-        range.start,
-        &params,
-    );
-    let serial_op = DenseOp {
-        n,
-        values: matrix.clone(),
-    };
-    let serial = spectral_on_operator(&serial_op, &SerialReduce, n, 0, &params);
-    if distributed.eigenvalues != serial.eigenvalues {
-        return Err(format!(
-            "eigenvalues {:?} != serial {:?}",
-            distributed.eigenvalues, serial.eigenvalues
-        ));
-    }
-    if distributed.labels != serial.labels[range.clone()] {
-        return Err("labels differ from the serial run".into());
-    }
-    if distributed.embedding != serial.embedding.slice(ndarray::s![range.clone(), ..]) {
-        return Err("embedding rows differ from the serial run".into());
-    }
-    if distributed.n_clusters != 4 {
-        return Err(format!(
-            "eigengap chose {} clusters (eigenvalues {:?})",
-            distributed.n_clusters, distributed.eigenvalues
-        ));
-    }
-    let predicted: Vec<i64> = distributed.labels.iter().map(|&l| l as i64).collect();
-    let ari = crate::dist::ari::adjusted_rand_index(comm, &truth[range], &predicted);
-    if ari < 0.95 {
-        return Err(format!("ARI {ari} < 0.95"));
-    }
-    Ok(())
-}
-
-/// The distributed adjusted Rand index equals the serial one exactly.
-fn check_spectral_ari(comm: &dyn Comm) -> Result<(), String> {
-    use crate::dist::ari::adjusted_rand_index;
-    let n = 1001;
-    let truth: Vec<i64> = (0..n).map(|i| ((i * 7) % 13 % 5) as i64).collect();
-    let predicted: Vec<i64> = (0..n)
-        .map(|i| if i % 9 == 0 { -3 } else { ((i * 7) % 13 % 5) as i64 * 10 })
-        .collect();
-    let range = RowLayout::new(n, comm.size()).range(comm.rank());
-    let distributed = adjusted_rand_index(comm, &truth[range.clone()], &predicted[range]);
-    let serial = adjusted_rand_index(&SerialComm, &truth, &predicted);
-    if distributed != serial || !(serial > 0.5 && serial < 1.0) {
-        return Err(format!("distributed {distributed} != serial {serial}"));
     }
     Ok(())
 }

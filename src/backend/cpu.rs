@@ -15,6 +15,7 @@ pub struct CpuKnn {
     /// Exact evaluations of finished searches.
     finished_evaluations: u64,
     dim: usize,
+    n_queries: usize,
     query_start: usize,
     shape: TileShape,
 }
@@ -54,6 +55,7 @@ impl KnnBackend for CpuKnn {
             return Err(Error::config("knn.k must be at least 1"));
         }
         self.dim = queries.ncols();
+        self.n_queries = queries.nrows();
         self.query_start = query_start;
         self.search = Some(KnnSearch::new(
             queries,
@@ -71,6 +73,10 @@ impl KnnBackend for CpuKnn {
             .search
             .as_mut()
             .ok_or_else(|| Error::internal("cpu knn: add_block before begin"))?;
+        if self.n_queries == 0 {
+            // A rank without rows only passes blocks on.
+            return Ok(());
+        }
         if block.nrows() > 0 && block.ncols() != self.dim {
             return Err(Error::internal(format!(
                 "cpu knn: block at global row {block_start} has {} columns, the queries {}",

@@ -169,6 +169,31 @@ fn check_knn(layout: &RowLayout, rank: usize, knn: &KnnLists) -> Result<()> {
     Ok(())
 }
 
+/// The undirected edges of one row from its entries sorted by column: the two directions of a
+/// pair merge (smaller distance, both flags), and `symmetrize` decides which pairs stay.
+fn merge_row(row: u64, entries: &[(u64, f64, u8)], symmetrize: Symmetrize) -> Vec<(u64, u64, f64)> {
+    let mut out = Vec::with_capacity(entries.len());
+    let mut at = 0;
+    while at < entries.len() {
+        let (col, mut distance, mut flags) = entries[at];
+        let mut next = at + 1;
+        while next < entries.len() && entries[next].0 == col {
+            distance = distance.min(entries[next].1);
+            flags |= entries[next].2;
+            next += 1;
+        }
+        let keep = match symmetrize {
+            Symmetrize::Union => true,
+            Symmetrize::Mutual => flags == FORWARD | REVERSE,
+        };
+        if keep {
+            out.push((row, col, distance));
+        }
+        at = next;
+    }
+    out
+}
+
 impl DistGraph {
     /// Build this rank's rows from its kNN lists. Collective: the reverse edges travel by one
     /// all-to-all, and the halo of sigma (Gaussian) and of 1/sqrt(degree) by the plan.
@@ -209,51 +234,73 @@ impl DistGraph {
         }
 
         // Reverse entries go to the owner of their column, which stores them in that row.
-        let mut reverse: Vec<Entry> = forward
+        let mut send_counts = vec![0usize; n_ranks];
+        for e in &forward {
+            send_counts[layout.owner(e.col as usize)] += 1;
+        }
+        let mut fill: Vec<usize> = send_counts
             .iter()
-            .map(|e| Entry {
+            .scan(0, |offset, &count| {
+                let start = *offset;
+                *offset += count;
+                Some(start)
+            })
+            .collect();
+        let mut reverse = vec![Entry::zeroed(); forward.len()];
+        for e in &forward {
+            let slot = &mut fill[layout.owner(e.col as usize)];
+            reverse[*slot] = Entry {
                 row: e.col,
                 col: e.row,
                 distance: e.distance,
-            })
-            .collect();
-        reverse.sort_by_key(|e| e.row);
-        let mut send_counts = vec![0usize; n_ranks];
-        for e in &reverse {
-            send_counts[layout.owner(e.row as usize)] += 1;
+            };
+            *slot += 1;
         }
         let (received, _) = comm::alltoallv(comm, &reverse, &send_counts);
         drop(reverse);
 
-        // Merge both directions by (row, col).
-        let mut tagged: Vec<(u64, u64, f64, u8)> = forward
+        // Bucket both directions by local row (a counting sort), then sort each row's few
+        // entries by column and merge the two directions of each pair.
+        let mut bucket_start = vec![0usize; n_local + 1];
+        for e in forward.iter().chain(&received) {
+            bucket_start[(e.row - row_start as u64) as usize + 1] += 1;
+        }
+        for i in 0..n_local {
+            bucket_start[i + 1] += bucket_start[i];
+        }
+        let mut fill = bucket_start.clone();
+        let mut bucketed = vec![(0u64, 0.0f64, 0u8); bucket_start[n_local]];
+        for (e, flag) in forward
             .iter()
-            .map(|e| (e.row, e.col, e.distance, FORWARD))
-            .chain(received.iter().map(|e| (e.row, e.col, e.distance, REVERSE)))
-            .collect();
+            .map(|e| (e, FORWARD))
+            .chain(received.iter().map(|e| (e, REVERSE)))
+        {
+            let slot = &mut fill[(e.row - row_start as u64) as usize];
+            bucketed[*slot] = (e.col, e.distance, flag);
+            *slot += 1;
+        }
         drop(forward);
         drop(received);
-        tagged.par_sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        let mut edges: Vec<(u64, u64, f64)> = Vec::with_capacity(tagged.len());
-        let mut at = 0;
-        while at < tagged.len() {
-            let (row, col, mut distance, mut flags) = tagged[at];
-            let mut next = at + 1;
-            while next < tagged.len() && tagged[next].0 == row && tagged[next].1 == col {
-                distance = distance.min(tagged[next].2);
-                flags |= tagged[next].3;
-                next += 1;
+        let symmetrize = graph.symmetrize;
+        let edges: Vec<(u64, u64, f64)> = {
+            let mut segments: Vec<&mut [(u64, f64, u8)]> = Vec::with_capacity(n_local);
+            let mut rest: &mut [(u64, f64, u8)] = &mut bucketed;
+            for i in 0..n_local {
+                let (head, tail) = rest.split_at_mut(bucket_start[i + 1] - bucket_start[i]);
+                segments.push(head);
+                rest = tail;
             }
-            let keep = match graph.symmetrize {
-                Symmetrize::Union => true,
-                Symmetrize::Mutual => flags == FORWARD | REVERSE,
-            };
-            if keep {
-                edges.push((row, col, distance));
-            }
-            at = next;
-        }
-        drop(tagged);
+            segments
+                .into_par_iter()
+                .enumerate()
+                .with_min_len(crate::kernels::csr::ROWS_PER_TASK)
+                .flat_map_iter(|(local_row, segment)| {
+                    segment.sort_unstable_by_key(|entry| entry.0);
+                    merge_row((row_start + local_row) as u64, segment, symmetrize)
+                })
+                .collect()
+        };
+        drop(bucketed);
 
         // The halo: remote columns, ascending.
         let mut halo_rows: Vec<u64> = edges

@@ -32,19 +32,6 @@ pub fn exact_knn(
 ) -> Result<KnnLists> {
     let rank = comm.rank();
     let n_ranks = comm.size();
-    if layout.n_ranks != n_ranks {
-        return Err(Error::internal(format!(
-            "knn: layout for {} ranks used on {n_ranks}",
-            layout.n_ranks
-        )));
-    }
-    if local.nrows() != layout.local_rows(rank) {
-        return Err(Error::internal(format!(
-            "knn: rank {rank} holds {} rows, its block is {}",
-            local.nrows(),
-            layout.local_rows(rank)
-        )));
-    }
     // Same test on every rank (k and n_rows are global), so every rank leaves together.
     if k == 0 || k >= layout.n_rows {
         return Err(Error::config(format!(
@@ -52,8 +39,50 @@ pub fn exact_knn(
             layout.n_rows
         )));
     }
-    let dim = local.ncols();
-    backend.begin(local, layout.start(rank), k, metric)?;
+    // Local checks are made collective before the ring, so no rank waits alone in a shift.
+    let local_problem = if layout.n_ranks != n_ranks {
+        Some(format!(
+            "knn: layout for {} ranks used on {n_ranks}",
+            layout.n_ranks
+        ))
+    } else if local.nrows() != layout.local_rows(rank) {
+        Some(format!(
+            "knn: rank {rank} holds {} rows, its block is {}",
+            local.nrows(),
+            layout.local_rows(rank)
+        ))
+    } else {
+        None
+    };
+    let has_rows = local.nrows() > 0;
+    let mut high = [
+        if has_rows { local.ncols() as u64 } else { 0 },
+        u64::from(local_problem.is_some()),
+    ];
+    let mut low = [if has_rows {
+        local.ncols() as u64
+    } else {
+        u64::MAX
+    }];
+    comm.allreduce_max_u64(&mut high);
+    comm.allreduce_min_u64(&mut low);
+    if let Some(problem) = local_problem {
+        return Err(Error::internal(problem));
+    }
+    if high[1] != 0 {
+        return Err(Error::internal(
+            "knn: another rank has a malformed row block",
+        ));
+    }
+    if high[0] != low[0] && low[0] != u64::MAX {
+        return Err(Error::input(format!(
+            "knn: row blocks disagree on the dimension ({} and {} columns)",
+            low[0], high[0]
+        )));
+    }
+    let dim = high[0] as usize;
+    // A failed start still takes part in the ring (it is collective); the error is returned after.
+    let mut outcome: Result<()> = backend.begin(local, layout.start(rank), k, metric);
 
     // Two ring buffers of the largest block; every rank sends and receives the padded size.
     let capacity = layout.max_local_rows() * dim;
@@ -66,7 +95,6 @@ pub fn exact_knn(
     }
 
     let mut progress = Progress::new(comm, "knn ring", n_ranks as u64);
-    let mut outcome: Result<()> = Ok(());
     for step in 0..n_ranks {
         let owner = (rank + n_ranks - step) % n_ranks;
         let rows = layout.local_rows(owner);
@@ -132,6 +160,19 @@ mod tests {
         let (indices, distances) = crate::kernels::reference::knn_naive(rows.view(), 6, Metric::L2);
         assert_eq!(lists.indices, indices);
         assert_eq!(lists.distances, distances);
+    }
+
+    #[test]
+    fn a_rank_without_rows_of_zero_width_returns_empty_lists() {
+        // Two rows over three ranks: rank 2 holds none; here it is the only rank, so fake the
+        // layout check with a one-rank layout of zero rows and a two-row problem elsewhere.
+        let empty = Array2::<f32>::zeros((0, 0));
+        let mut backend = CpuKnn::new();
+        backend.begin(empty.view(), 2, 1, Metric::L2).unwrap();
+        let block = rows();
+        backend.add_block(block.view(), 0).unwrap();
+        let lists = backend.finish().unwrap();
+        assert!(lists.indices.is_empty() && lists.distances.is_empty());
     }
 
     #[test]

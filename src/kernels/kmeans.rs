@@ -230,7 +230,7 @@ pub fn kmeans(
         n_clusters: k,
         ..*params
     };
-    let n_local = if dim == 0 { 0 } else { points.len() / dim };
+    let n_local = points.len().checked_div(dim).unwrap_or(0);
     let mut best: Option<(Vec<u32>, Vec<f64>, ExactSum, usize)> = None;
     for start in 0..params.n_init.max(1) {
         let candidate = lloyd(points, dim, reduce, row_start, &params, start);

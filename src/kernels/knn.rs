@@ -9,7 +9,7 @@
 //! are split over ranks and threads. So the GEMM is only used as a *filter*:
 //!
 //! 1. Every distance that is stored or compared is the **canonical distance**
-//!    ([`exact_distance`]): a dot product (or squared difference) over the two rows with eight
+//!    ([`exact_distance`]): a dot product (or squared difference) over the two rows with 32
 //!    running sums in a fixed order and a fixed reduction tree, with no fused multiply-add, so it
 //!    has the same bits on any CPU, SIMD width, tile or rank. Lists are ordered by
 //!    (canonical distance, global row): a total order, so the k smallest are one well-defined set.
@@ -37,58 +37,113 @@ use ndarray::ArrayView2;
 use rayon::prelude::*;
 
 /// Running sums of the canonical dot product (and of the squared distance).
-const LANES: usize = 8;
+const LANES: usize = 32;
 /// Keys compared per filter step in the fused selection.
 const SCAN_CHUNK: usize = 32;
 /// No list entry yet: larger than any real (distance, row) pair.
 const EMPTY_ROW: u64 = u64::MAX;
 
-/// The canonical dot product: eight running sums (`acc[l]` takes elements `i ≡ l mod 8` in
-/// order), separate multiply and add, then a fixed reduction tree. Same bits on every CPU.
+/// The canonical dot product: 32 running sums (`acc[l]` takes elements `i ≡ l mod 32` in order),
+/// separate multiply and add (never fused), then a fixed pairwise reduction tree. Same bits on
+/// every CPU and SIMD width; AVX2 only makes it faster.
 #[inline]
 pub fn canonical_dot(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    let mut acc = [0.0f32; LANES];
-    let split = a.len() - a.len() % LANES;
-    for (ca, cb) in a[..split]
-        .chunks_exact(LANES)
-        .zip(b[..split].chunks_exact(LANES))
-    {
-        for lane in 0..LANES {
-            acc[lane] += ca[lane] * cb[lane];
-        }
+    #[cfg(target_arch = "x86_64")]
+    if a.len() >= LANES && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU reports AVX2.
+        return unsafe { canonical_avx2::<false>(a, b) };
     }
-    for (lane, (x, y)) in a[split..].iter().zip(&b[split..]).enumerate() {
-        acc[lane] += x * y;
-    }
-    reduce_lanes(&acc)
+    canonical_portable::<false>(a, b)
 }
 
 /// The canonical squared Euclidean distance, in the same order as [`canonical_dot`].
 #[inline]
 pub fn canonical_sq_distance(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if a.len() >= LANES && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU reports AVX2.
+        return unsafe { canonical_avx2::<true>(a, b) };
+    }
+    canonical_portable::<true>(a, b)
+}
+
+/// The canonical sums with four 8-wide AVX registers: register `v` lane `j` is running sum
+/// `8 v + j`, so every sum sees the same terms in the same order as in `canonical_portable`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn canonical_avx2<const DIFFERENCE: bool>(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
     debug_assert_eq!(a.len(), b.len());
+    let split = a.len() - a.len() % LANES;
+    let mut acc = [_mm256_setzero_ps(); LANES / 8];
+    let mut offset = 0;
+    while offset < split {
+        for (v, sum) in acc.iter_mut().enumerate() {
+            // SAFETY: offset + 8 v + 8 <= split <= len of both slices.
+            let x = _mm256_loadu_ps(a.as_ptr().add(offset + 8 * v));
+            let y = _mm256_loadu_ps(b.as_ptr().add(offset + 8 * v));
+            let term = if DIFFERENCE {
+                let d = _mm256_sub_ps(x, y);
+                _mm256_mul_ps(d, d)
+            } else {
+                _mm256_mul_ps(x, y)
+            };
+            *sum = _mm256_add_ps(*sum, term);
+        }
+        offset += LANES;
+    }
+    let mut sums = [0.0f32; LANES];
+    for (v, sum) in acc.iter().enumerate() {
+        _mm256_storeu_ps(sums.as_mut_ptr().add(8 * v), *sum);
+    }
+    finish_canonical::<DIFFERENCE>(&mut sums, &a[split..], &b[split..])
+}
+
+/// The tail (fewer than 32 elements) into the first running sums, then the fixed tree.
+#[inline(always)]
+fn finish_canonical<const DIFFERENCE: bool>(
+    acc: &mut [f32; LANES],
+    a_tail: &[f32],
+    b_tail: &[f32],
+) -> f32 {
+    for (lane, (x, y)) in a_tail.iter().zip(b_tail).enumerate() {
+        acc[lane] += if DIFFERENCE { (x - y) * (x - y) } else { x * y };
+    }
+    // Pairwise tree: lane l takes lane l + width, halving the width.
+    let mut width = LANES / 2;
+    while width > 0 {
+        for lane in 0..width {
+            acc[lane] += acc[lane + width];
+        }
+        width /= 2;
+    }
+    acc[0]
+}
+
+/// Products (or squared differences) summed in the canonical order.
+#[inline(always)]
+fn canonical_portable<const DIFFERENCE: bool>(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let term = |x: f32, y: f32| {
+        if DIFFERENCE {
+            (x - y) * (x - y)
+        } else {
+            x * y
+        }
+    };
     let mut acc = [0.0f32; LANES];
     let split = a.len() - a.len() % LANES;
     for (ca, cb) in a[..split]
         .chunks_exact(LANES)
         .zip(b[..split].chunks_exact(LANES))
     {
+        let ca: &[f32; LANES] = ca.try_into().expect("chunk length");
+        let cb: &[f32; LANES] = cb.try_into().expect("chunk length");
         for lane in 0..LANES {
-            let diff = ca[lane] - cb[lane];
-            acc[lane] += diff * diff;
+            acc[lane] += term(ca[lane], cb[lane]);
         }
     }
-    for (lane, (x, y)) in a[split..].iter().zip(&b[split..]).enumerate() {
-        let diff = x - y;
-        acc[lane] += diff * diff;
-    }
-    reduce_lanes(&acc)
-}
-
-#[inline]
-fn reduce_lanes(acc: &[f32; LANES]) -> f32 {
-    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+    finish_canonical::<DIFFERENCE>(&mut acc, &a[split..], &b[split..])
 }
 
 /// The distance stored in the lists (SPEC: `1 - cosine`, Euclidean distance, `-dot`).
@@ -656,6 +711,25 @@ mod tests {
                 (got - sq).abs() <= dim as f64 * 4.0 * f64::from(f32::EPSILON) * sq,
                 "dim {dim}"
             );
+        }
+    }
+
+    #[test]
+    fn simd_and_portable_canonical_sums_have_the_same_bits() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        for dim in [1usize, 5, 31, 32, 33, 64, 100, 128, 301] {
+            for _ in 0..20 {
+                let a: Vec<f32> = (0..dim).map(|_| rng.gen_range(-3.0..3.0)).collect();
+                let b: Vec<f32> = (0..dim).map(|_| rng.gen_range(-3.0..3.0)).collect();
+                let dot = canonical_portable::<false>(&a, &b);
+                let sq = canonical_portable::<true>(&a, &b);
+                assert_eq!(canonical_dot(&a, &b).to_bits(), dot.to_bits(), "dim {dim}");
+                assert_eq!(
+                    canonical_sq_distance(&a, &b).to_bits(),
+                    sq.to_bits(),
+                    "dim {dim}"
+                );
+            }
         }
     }
 

@@ -85,7 +85,7 @@ pub fn exact_dot(a: &[f64], b: &[f64], scale: f64) -> ExactSum {
 /// A power of two close to 1 / `max_abs` (1 for zero or non-finite), so scaled values use the
 /// fixed-point range well; scaling by it is exact.
 fn power_of_two_scale(max_abs: f64) -> f64 {
-    if !(max_abs > 0.0) || !max_abs.is_finite() {
+    if max_abs.is_nan() || max_abs <= 0.0 || !max_abs.is_finite() {
         return 1.0;
     }
     let exponent = max_abs.log2().ceil() as i32;
@@ -323,7 +323,7 @@ impl Solver<'_> {
         });
         self.orthogonalise(n_columns);
         let norm = self.norm_w();
-        if !(norm > BREAKDOWN) {
+        if norm.is_nan() || norm <= BREAKDOWN {
             return false;
         }
         self.w.iter_mut().for_each(|v| *v /= norm);
@@ -333,7 +333,16 @@ impl Solver<'_> {
     /// Thick-restart Lanczos on the complement of the locked columns 0..n_locked, using columns
     /// n_locked..n_locked+active (+1 for the residual vector). On return the `want` largest Ritz
     /// vectors are in columns n_locked..n_locked+want.
-    fn search(&mut self, n_locked: usize, want: usize, active: usize) -> SearchResult {
+    /// With `stop_below`, the search also ends once the largest Ritz pair has converged to the
+    /// square root of the tolerance and lies below that bound (the check for missed eigenvalues
+    /// only needs to know that much).
+    fn search(
+        &mut self,
+        n_locked: usize,
+        want: usize,
+        active: usize,
+        stop_below: Option<f64>,
+    ) -> SearchResult {
         let base = n_locked;
         let mut h = vec![0.0; active * active];
         if !self.random_into_w(base) {
@@ -363,6 +372,14 @@ impl Solver<'_> {
                     .max(beta)
                     .max(f64::MIN_POSITIVE);
                 let at_limit = self.iterations >= self.max_iter;
+                if j + 1 >= want && j + 1 < active && !at_limit {
+                    let (values, _, residuals) = ritz(&h, active, j + 1, beta);
+                    if self.finished(&values, &residuals, want, stop_below) {
+                        size = j + 1;
+                        last_beta = beta;
+                        break;
+                    }
+                }
                 if j + 1 == active || at_limit {
                     size = j + 1;
                     last_beta = beta;
@@ -389,24 +406,16 @@ impl Solver<'_> {
                 }
             }
 
-            // Ritz pairs of the projected matrix.
-            let projected: Vec<f64> = (0..size * size)
-                .map(|index| h[(index / size) * active + index % size])
-                .collect();
-            let (values, vectors) = dense_symmetric_eigen(size, &projected);
-            let residuals: Vec<f64> = (0..size)
-                .map(|i| (last_beta * vectors[(size - 1) * size + i]).abs())
-                .collect();
-            let scale = values
-                .iter()
-                .fold(0.0f64, |m, v| m.max(v.abs()))
-                .max(f64::MIN_POSITIVE);
+            let (values, vectors, residuals) = ritz(&h, active, size, last_beta);
             let n_wanted = want.min(size);
-            let converged = exhausted
-                || (n_wanted == want
-                    && residuals[..n_wanted].iter().all(|&r| r <= self.tol * scale));
+            let converged = exhausted || self.finished(&values, &residuals, want, stop_below);
             let out_of_budget = self.iterations >= self.max_iter;
             if converged || out_of_budget || size <= want {
+                log::debug!(
+                    "lanczos search (locked {n_locked}, want {want}): {} iterations so far, converged = {converged}, leading {:?}",
+                    self.iterations,
+                    &values[..n_wanted.min(3)]
+                );
                 let n_out = n_wanted;
                 let coefficients = leading_columns(&vectors, size, n_out);
                 self.basis.combine(base, size, &coefficients, n_out);
@@ -429,6 +438,32 @@ impl Solver<'_> {
                 h[i * active + kept] = coupling;
                 h[kept * active + i] = coupling;
             }
+        }
+    }
+
+    /// Whether the `want` leading Ritz pairs have converged (residual at most tol times the
+    /// largest Ritz value magnitude), or the largest Ritz pair is settled below `stop_below`.
+    fn finished(
+        &self,
+        values: &[f64],
+        residuals: &[f64],
+        want: usize,
+        stop_below: Option<f64>,
+    ) -> bool {
+        let scale = values
+            .iter()
+            .fold(0.0f64, |m, v| m.max(v.abs()))
+            .max(f64::MIN_POSITIVE);
+        if values.len() >= want && residuals[..want].iter().all(|&r| r <= self.tol * scale) {
+            return true;
+        }
+        // The check: the largest Ritz pair is converged to the square root of the tolerance
+        // and lies below the bound with its residual interval.
+        match (stop_below, values.first()) {
+            (Some(limit), Some(&value)) => {
+                residuals[0] <= self.tol.sqrt() * scale && value + residuals[0] < limit
+            }
+            _ => false,
         }
     }
 
@@ -476,6 +511,20 @@ impl Solver<'_> {
             }
         }
     }
+}
+
+/// Ritz pairs of the leading `size` x `size` block of the projected matrix `h` (row stride
+/// `stride`) whose next basis vector has coupling `beta`: values descending, vectors (row-major)
+/// and residual norms |beta * last component|.
+fn ritz(h: &[f64], stride: usize, size: usize, beta: f64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let projected: Vec<f64> = (0..size * size)
+        .map(|index| h[(index / size) * stride + index % size])
+        .collect();
+    let (values, vectors) = dense_symmetric_eigen(size, &projected);
+    let residuals = (0..size)
+        .map(|i| (beta * vectors[(size - 1) * size + i]).abs())
+        .collect();
+    (values, vectors, residuals)
 }
 
 /// The first `n_out` columns of a row-major `size` x `size` matrix, row-major `size` x `n_out`.
@@ -526,7 +575,7 @@ pub fn lanczos(
         };
     }
 
-    let found = solver.search(0, n_eigs, active);
+    let found = solver.search(0, n_eigs, active, None);
     let mut eigenvalues = found.values;
     let mut residuals = found.residuals;
     let mut converged = found.converged;
@@ -534,12 +583,12 @@ pub fn lanczos(
     // Check for eigenvalues the first Krylov sequence missed (repeated eigenvalues): search the
     // complement of the converged vectors from a fresh start; swap in anything larger.
     while converged && check_active > 0 && solver.iterations < solver.max_iter {
-        let check = solver.search(n_eigs, 1, check_active);
         let smallest = eigenvalues[n_eigs - 1];
         let scale = eigenvalues
             .iter()
             .fold(0.0f64, |m, v| m.max(v.abs()))
             .max(f64::MIN_POSITIVE);
+        let check = solver.search(n_eigs, 1, check_active, Some(smallest));
         match check.values.first() {
             Some(&value) if value > smallest + params.tol * scale => {
                 if !check.converged {
@@ -653,12 +702,10 @@ mod tests {
         let outcome = lanczos(&op, &SerialReduce, n, 0, &params);
         assert!(outcome.converged, "{label}: not converged");
         let (values, vectors) = dense_symmetric_eigen(n, matrix);
-        for i in 0..n_eigs {
+        for (i, (found, expected)) in outcome.eigenvalues.iter().zip(&values).enumerate() {
             assert!(
-                (outcome.eigenvalues[i] - values[i]).abs() <= 1e-8,
-                "{label}: eigenvalue {i}: lanczos {} dense {}",
-                outcome.eigenvalues[i],
-                values[i]
+                (found - expected).abs() <= 1e-8,
+                "{label}: eigenvalue {i}: lanczos {found} dense {expected}"
             );
         }
         // Each Lanczos vector is a unit eigenvector: ||A y - theta y|| small, orthonormal set.

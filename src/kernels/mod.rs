@@ -3,10 +3,10 @@
 
 pub mod csr;
 pub mod exact;
-pub mod knn;
-pub mod kmeans;
-pub mod lanczos;
 pub mod fft;
+pub mod kmeans;
+pub mod knn;
+pub mod lanczos;
 pub mod linop;
 pub mod pagerank;
 pub mod pca;

@@ -1,0 +1,269 @@
+//! The CUDA kNN backend: the `embsolve-cuda` tile engine finds candidates on the GPU, and every
+//! candidate is re-ranked here with the CPU's exact distance, so the lists equal the CPU
+//! backend's (nearest first, ties to the smaller global row, self excluded). Also the GPU power
+//! spectra for the FFT stage. The only user of `embsolve-cuda` in the program.
+
+use crate::backend::KnnBackend;
+use crate::config::Metric;
+use crate::dist::knn::KnnLists;
+use crate::error::{Error, Result};
+use embsolve_cuda::kernels::MAX_CANDIDATES;
+use embsolve_cuda::knn::KnnTileConfig;
+use embsolve_cuda::{
+    BatchedRealFft, ExactTopK, Gpu, GpuError, KnnTileEngine, MergeStats, Precision,
+};
+use ndarray::ArrayView2;
+
+/// Whether CUDA is usable on this machine: `Ok(device count)` or the reason it is not.
+pub fn probe() -> std::result::Result<usize, String> {
+    embsolve_cuda::probe()
+}
+
+fn gpu_metric(metric: Metric) -> embsolve_cuda::Metric {
+    match metric {
+        Metric::Cosine => embsolve_cuda::Metric::Cosine,
+        Metric::L2 => embsolve_cuda::Metric::L2,
+        Metric::Ip => embsolve_cuda::Metric::InnerProduct,
+    }
+}
+
+/// The exact distance of one (query, row) pair, as the CPU backend defines it: `1 - cos` for
+/// cosine (1 when a norm is zero), Euclidean for l2, `-dot` for ip, each summed in f32 in index
+/// order. The final lists and distances come from this function, so it must stay the CPU
+/// backend's own pairwise distance.
+pub fn exact_distance(query: &[f32], row: &[f32], metric: Metric) -> f32 {
+    match metric {
+        Metric::Ip => -query.iter().zip(row).map(|(a, b)| a * b).sum::<f32>(),
+        Metric::Cosine => {
+            let dot: f32 = query.iter().zip(row).map(|(a, b)| a * b).sum();
+            let norm_query = query.iter().map(|a| a * a).sum::<f32>().sqrt();
+            let norm_row = row.iter().map(|b| b * b).sum::<f32>().sqrt();
+            if norm_query == 0.0 || norm_row == 0.0 {
+                1.0
+            } else {
+                1.0 - dot / (norm_query * norm_row)
+            }
+        }
+        Metric::L2 => query
+            .iter()
+            .zip(row)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f32>()
+            .sqrt(),
+    }
+}
+
+/// `EMBSOLVE_CUDA_PRECISION=tf32` selects TF32 dot tiles (faster on tensor cores; the lists stay
+/// exact through the re-rank); anything else is FP32.
+fn precision_from_env() -> Precision {
+    match std::env::var("EMBSOLVE_CUDA_PRECISION").as_deref() {
+        Ok("tf32") | Ok("TF32") => Precision::Tf32,
+        _ => Precision::Fp32,
+    }
+}
+
+fn runtime_error(error: GpuError) -> Error {
+    Error::internal(format!("CUDA kNN: {error}"))
+}
+
+struct Search {
+    engine: KnnTileEngine,
+    queries: Vec<f32>,
+    dim: usize,
+    metric: Metric,
+    lists: ExactTopK,
+}
+
+/// kNN on this rank's GPU.
+pub struct CudaKnn {
+    gpu: Gpu,
+    config: KnnTileConfig,
+    search: Option<Search>,
+    stats: MergeStats,
+}
+
+impl CudaKnn {
+    /// Open the GPU of this rank (`local_rank` modulo the device count). When CUDA is not usable
+    /// the error is `Error::backend` naming CUDA and the reason (exit status 2).
+    pub fn open(local_rank: usize) -> Result<CudaKnn> {
+        let gpu = Gpu::open(local_rank).map_err(|e| {
+            Error::backend(format!(
+                "knn.backend = \"cuda\" but CUDA is not usable for local rank {local_rank}: {e}"
+            ))
+        })?;
+        log::info!("kNN on {}", gpu.describe());
+        Ok(CudaKnn {
+            gpu,
+            config: KnnTileConfig {
+                precision: precision_from_env(),
+                ..KnnTileConfig::default()
+            },
+            search: None,
+            stats: MergeStats::default(),
+        })
+    }
+
+    /// Candidates re-ranked and blocks evaluated exactly so far (for the log and tests).
+    pub fn stats(&self) -> MergeStats {
+        self.stats
+    }
+}
+
+impl KnnBackend for CudaKnn {
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn begin(
+        &mut self,
+        queries: ArrayView2<f32>,
+        query_start: usize,
+        k: usize,
+        metric: Metric,
+    ) -> Result<()> {
+        if k > MAX_CANDIDATES {
+            return Err(Error::config(format!(
+                "knn.k = {k} is more than the CUDA backend keeps per query ({MAX_CANDIDATES}); \
+                 use knn.backend = \"cpu\""
+            )));
+        }
+        let dim = queries.ncols();
+        let queries: Vec<f32> = queries.iter().copied().collect();
+        let engine = KnnTileEngine::begin(
+            &self.gpu,
+            &queries,
+            dim,
+            query_start as u64,
+            k,
+            gpu_metric(metric),
+            self.config,
+        )
+        .map_err(runtime_error)?;
+        let n_queries = engine.n_queries();
+        self.stats = MergeStats::default();
+        self.search = Some(Search {
+            engine,
+            queries,
+            dim,
+            metric,
+            lists: ExactTopK::new(n_queries, k),
+        });
+        Ok(())
+    }
+
+    fn add_block(&mut self, block: ArrayView2<f32>, block_start: usize) -> Result<()> {
+        let search = self
+            .search
+            .as_mut()
+            .ok_or_else(|| Error::internal("CUDA kNN: add_block before begin"))?;
+        if block.ncols() != search.dim {
+            return Err(Error::internal(format!(
+                "CUDA kNN: block of dim {} for queries of dim {}",
+                block.ncols(),
+                search.dim
+            )));
+        }
+        let block = block.as_standard_layout();
+        let block = block
+            .as_slice()
+            .ok_or_else(|| Error::internal("CUDA kNN: block is not contiguous"))?;
+        let candidates = search
+            .engine
+            .add_block(block, block_start as u64)
+            .map_err(runtime_error)?;
+        let (dim, metric, queries) = (search.dim, search.metric, &search.queries);
+        let exact = |query: usize, row: usize| {
+            exact_distance(
+                &queries[query * dim..(query + 1) * dim],
+                &block[row * dim..(row + 1) * dim],
+                metric,
+            )
+        };
+        let stats = search
+            .lists
+            .merge_block(&candidates, &exact, rayon::current_num_threads())
+            .map_err(runtime_error)?;
+        self.stats.add(stats);
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<KnnLists> {
+        let search = self
+            .search
+            .take()
+            .ok_or_else(|| Error::internal("CUDA kNN: finish before begin"))?;
+        let k = search.lists.k();
+        let (indices, distances) = search.lists.into_lists().map_err(runtime_error)?;
+        log::debug!(
+            "CUDA kNN: {} exact distance evaluations, {} query-blocks evaluated whole",
+            self.stats.exact_evaluations,
+            self.stats.fallback_queries
+        );
+        Ok(KnnLists {
+            k,
+            indices,
+            distances,
+        })
+    }
+}
+
+/// Power spectra of fixed-length windows on the GPU (cuFFT batched R2C): `|X_f|^2`, `n / 2 + 1`
+/// bins per window, within 1e-4 relative of the CPU FFT.
+pub struct CudaPowerSpectra {
+    fft: BatchedRealFft,
+    _gpu: Gpu,
+}
+
+impl CudaPowerSpectra {
+    /// Open this rank's GPU and plan `batch` transforms of length `n`.
+    pub fn open(local_rank: usize, n: usize, batch: usize) -> Result<CudaPowerSpectra> {
+        let gpu = Gpu::open(local_rank).map_err(|e| {
+            Error::backend(format!(
+                "CUDA is not usable for the FFT on local rank {local_rank}: {e}"
+            ))
+        })?;
+        let fft = BatchedRealFft::new(&gpu, n, batch).map_err(runtime_error)?;
+        Ok(CudaPowerSpectra { fft, _gpu: gpu })
+    }
+
+    pub fn bins(&self) -> usize {
+        self.fft.bins()
+    }
+
+    /// `windows` is row-major `n_windows x n`; `power` receives `n_windows x bins`.
+    pub fn power(&mut self, windows: &[f32], power: &mut [f32]) -> Result<()> {
+        self.fft.power(windows, power).map_err(runtime_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_distance_matches_the_metric_definitions() {
+        let a = [3.0f32, 4.0];
+        let b = [4.0f32, 3.0];
+        assert_eq!(exact_distance(&a, &b, Metric::Ip), -24.0);
+        assert!((exact_distance(&a, &b, Metric::Cosine) - (1.0 - 24.0 / 25.0)).abs() < 1e-7);
+        assert!((exact_distance(&a, &b, Metric::L2) - 2f32.sqrt()).abs() < 1e-6);
+        assert_eq!(exact_distance(&a, &[0.0, 0.0], Metric::Cosine), 1.0);
+    }
+
+    #[test]
+    fn opening_without_a_usable_gpu_is_a_backend_error_naming_cuda() {
+        match probe() {
+            Ok(_) => {
+                let backend = CudaKnn::open(0).expect("CUDA probed usable");
+                assert_eq!(backend.name(), "cuda");
+            }
+            Err(reason) => {
+                assert!(reason.contains("CUDA"), "{reason}");
+                let error = CudaKnn::open(1).err().expect("no GPU: open must fail");
+                assert_eq!(error.kind, crate::error::ErrorKind::Backend);
+                assert_eq!(error.exit_status(), 2);
+                assert!(error.message.contains("CUDA"), "{}", error.message);
+            }
+        }
+    }
+}
