@@ -144,7 +144,7 @@ def main():
             ref_scores, ref_mean_power = numpy_stft(tokens, args.window, args.step, args.bins)
             numpy_times.append(time.perf_counter() - t0)
         numpy_s = min(numpy_times)
-        rows = [{"impl": "numpy.fft.rfft", "ranks": 1, "threads": 1, "n_tokens": n_tokens,
+        rows = [{"impl": "numpy.fft.rfft", "load_avg_1m": round(os.getloadavg()[0], 1), "ranks": 1, "threads": 1, "n_tokens": n_tokens,
                  "n_windows": n_windows, "seconds": round(numpy_s, 4),
                  "windows_per_s": round(n_windows / numpy_s), "speedup_vs_numpy": 1.0,
                  "max_abs_err_score": 0.0, "max_rel_err_score": 0.0, "max_rel_err_mean_power": 0.0, "max_abs_err_mean_power": 0.0}]
@@ -161,7 +161,7 @@ def main():
             assert len(scores) == n_windows, (len(scores), n_windows)
             abs_err = np.abs(scores - ref_scores)
             power_err = np.abs(best["mean_power"] - ref_mean_power)
-            row = {"impl": "embsolve", "ranks": ranks, "threads": threads, "n_tokens": n_tokens,
+            row = {"impl": "embsolve", "load_avg_1m": round(os.getloadavg()[0], 1), "ranks": ranks, "threads": threads, "n_tokens": n_tokens,
                    "n_windows": n_windows, "seconds": round(best["seconds"], 4),
                    "windows_per_s": round(n_windows / best["seconds"]),
                    "speedup_vs_numpy": round(numpy_s / best["seconds"], 2),
