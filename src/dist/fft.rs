@@ -240,7 +240,7 @@ fn local_windows(
             .zip(fixed_bands.chunks_exact(bins))
         {
             period3.push((seq as i64, start as i64, score));
-            if fixed_sums.last().is_none_or(|(s, _)| *s != seq) {
+            if !matches!(fixed_sums.last(), Some((last, _)) if *last == seq) {
                 fixed_sums.push((seq, vec![0i128; bins]));
             }
             let sums = &mut fixed_sums.last_mut().expect("pushed above").1;
