@@ -20,6 +20,7 @@ use crate::kernels::fft::{histogram, period3_score, pool_bands, ChannelMap, Spec
 use crate::pipeline::agree;
 use crate::results::FftSummary;
 use ndarray::Array2;
+use rayon::prelude::*;
 use std::ops::Range;
 use std::path::Path;
 
@@ -78,13 +79,21 @@ pub fn analyse(
     let shape = SpectrumShape::new(params.window, params.bins);
     let plan = TrackPlan::new(lengths, params.window, params.step, n_ranks);
     let span = plan.token_span(rank);
+    let clock = std::time::Instant::now();
     let tokens = agree(comm, read_span(span.clone()))?;
+    let read_s = clock.elapsed().as_secs_f64();
     let mut engine = CpuPowerSpectra::new(map, shape.clone());
     let local = agree(
         comm,
         local_windows(&plan, rank, &tokens, span.start, &mut engine),
     )?;
     drop(tokens);
+    log::debug!(
+        "fft rank {rank}: read {} tokens in {read_s:.3} s, {} windows in {:.3} s",
+        span.end - span.start,
+        local.period3.len(),
+        clock.elapsed().as_secs_f64() - read_s
+    );
 
     // Scores: histogram over 0..(global max score).
     let mut max_score = [local
@@ -168,6 +177,10 @@ struct LocalWindows {
     sequence_sums: Vec<(usize, Vec<ExactSum>)>,
 }
 
+/// Band powers are summed as fixed point with this many fractional bits (i64 per window, i128
+/// sums: exact and fast; 2^-32 is far below f32 feature resolution).
+const BAND_FRACTION_BITS: u32 = 32;
+
 /// Spectra, scores and band sums of `rank`'s windows; `tokens` holds global positions
 /// `token_offset..`.
 fn local_windows(
@@ -182,12 +195,14 @@ fn local_windows(
     let windows = plan.windows(rank);
     let n_local = (windows.end - windows.start) as usize;
     let mut period3 = Vec::with_capacity(n_local);
-    let mut sequence_sums: Vec<(usize, Vec<ExactSum>)> = Vec::new();
+    let mut fixed_sums: Vec<(usize, Vec<i128>)> = Vec::new();
     let batch = WINDOWS_PER_BATCH.min(n_local.max(1));
     let mut power = vec![0.0f32; batch * n_freqs];
+    let mut scores = vec![0.0f32; batch];
+    let mut fixed_bands = vec![0i64; batch * bins];
     let mut starts = Vec::with_capacity(batch);
     let mut window_seqs = Vec::with_capacity(batch);
-    let mut bands = vec![0.0f64; bins];
+    let scale = f64::from(1u32 << (BAND_FRACTION_BITS - 1)) * 2.0;
     let mut next = windows.start;
     while next < windows.end {
         let end = (next + batch as u64).min(windows.end);
@@ -198,21 +213,53 @@ fn local_windows(
             starts.push((plan.offsets[seq] + start - token_offset) as usize);
             window_seqs.push((seq, start));
         }
-        let power = &mut power[..starts.len() * n_freqs];
+        let count = starts.len();
+        let power = &mut power[..count * n_freqs];
         engine.compute(tokens, &starts, power)?;
-        for (spectrum, &(seq, start)) in power.chunks_exact(n_freqs).zip(&window_seqs) {
-            period3.push((seq as i64, start as i64, period3_score(spectrum, &shape)));
-            pool_bands(spectrum, &shape, &mut bands);
-            if sequence_sums.last().is_none_or(|(s, _)| *s != seq) {
-                sequence_sums.push((seq, vec![ExactSum::default(); bins]));
+        power
+            .par_chunks(n_freqs * 64)
+            .zip(scores[..count].par_chunks_mut(64))
+            .zip(fixed_bands[..count * bins].par_chunks_mut(bins * 64))
+            .for_each(|((spectra, scores), fixed)| {
+                let mut bands = vec![0.0f64; bins];
+                for ((spectrum, score), fixed) in spectra
+                    .chunks_exact(n_freqs)
+                    .zip(scores.iter_mut())
+                    .zip(fixed.chunks_exact_mut(bins))
+                {
+                    *score = period3_score(spectrum, &shape);
+                    pool_bands(spectrum, &shape, &mut bands);
+                    for (f, &band) in fixed.iter_mut().zip(&bands) {
+                        *f = (band * scale) as i64;
+                    }
+                }
+            });
+        for ((&(seq, start), &score), fixed) in window_seqs
+            .iter()
+            .zip(&scores[..count])
+            .zip(fixed_bands.chunks_exact(bins))
+        {
+            period3.push((seq as i64, start as i64, score));
+            if !matches!(fixed_sums.last(), Some((last, _)) if *last == seq) {
+                fixed_sums.push((seq, vec![0i128; bins]));
             }
-            let sums = &mut sequence_sums.last_mut().expect("pushed above").1;
-            for (sum, &band) in sums.iter_mut().zip(&bands) {
-                sum.add(band);
+            let sums = &mut fixed_sums.last_mut().expect("pushed above").1;
+            for (sum, &f) in sums.iter_mut().zip(fixed) {
+                *sum += i128::from(f);
             }
         }
         next = end;
     }
+    let sequence_sums = fixed_sums
+        .into_iter()
+        .map(|(seq, sums)| {
+            let exact = sums
+                .iter()
+                .map(|&s| ExactSum(s << (64 - BAND_FRACTION_BITS)))
+                .collect();
+            (seq, exact)
+        })
+        .collect();
     Ok(LocalWindows {
         period3,
         sequence_sums,

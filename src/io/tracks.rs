@@ -297,7 +297,10 @@ fn leaves_under(
         .filter(|(_, c)| {
             let parts = c.path().parts();
             parts.first().map(String::as_str) == Some(column)
-                && child.is_none_or(|name| parts.get(1).map(String::as_str) == Some(name))
+                && match child {
+                    Some(name) => parts.get(1).map(String::as_str) == Some(name),
+                    None => true,
+                }
         })
         .map(|(i, _)| i)
         .collect()
@@ -570,7 +573,7 @@ fn read_parquet_span(
 // ---------------------------------------------------------------- HDF5
 
 fn scan_hdf5(path: &Path) -> Result<TrackSource> {
-    let _silence = hdf5::silence_errors(true);
+    hdf5::silence_errors(true);
     let file =
         hdf5::File::open(path).map_err(|e| Error::input(format!("{}: {e}", path.display())))?;
     let tokens = file.dataset("tokens").map_err(|_| {
@@ -622,7 +625,7 @@ fn read_hdf5_span(
     max_token: u8,
     out: &mut Vec<u8>,
 ) -> Result<()> {
-    let _silence = hdf5::silence_errors(true);
+    hdf5::silence_errors(true);
     let file = hdf5::File::open(&source.path).map_err(|e| Error::input(format!("{e}")))?;
     let tokens = file
         .dataset("tokens")
@@ -630,12 +633,13 @@ fn read_hdf5_span(
     let mut at = local.start;
     while at < local.end {
         let end = (at + HDF5_CHUNK).min(local.end);
-        let chunk: Vec<i64> = tokens
+        // i16 keeps negatives negative and clamps large values (still out of range).
+        let chunk: Vec<i16> = tokens
             .read_slice_1d(hdf5::Selection::from(at as usize..end as usize))
             .map_err(|e| Error::input(format!("/tokens[{at}..{end}]: {e}")))?
             .to_vec();
         for (i, &value) in chunk.iter().enumerate() {
-            if value < 0 || value > i64::from(max_token) {
+            if value < 0 || value > i16::from(max_token) {
                 return Err(Error::input(format!(
                     "/tokens[{}] = {value} is outside 0..={max_token}",
                     at + i as u64
@@ -806,7 +810,7 @@ fn write_parquet_shard(path: &Path, tracks: &[Vec<u8>], first_id: usize) -> Resu
     );
     let shape = ListArray::new(
         shape_field.clone(),
-        OffsetBuffer::from_lengths(std::iter::repeat_n(1, tracks.len())),
+        OffsetBuffer::from_lengths(vec![1; tracks.len()]),
         Arc::new(Int64Array::from_iter_values(
             tracks.iter().map(|t| t.len() as i64),
         )),

@@ -1,7 +1,8 @@
 //! The batched "windows -> power spectra" computation, behind the `PowerSpectra` trait so a GPU
 //! engine (batched cuFFT R2C plans) can replace the CPU one. The CPU engine plans one real FFT per
 //! window length (realfft), gives every rayon task its own input/output/scratch buffers, and
-//! writes one power spectrum per window.
+//! writes one power spectrum per window. DNA windows without N take three transforms: the four
+//! indicators sum to 1, so the T spectrum is minus the sum of the others at every k >= 1.
 
 use super::{ChannelMap, SpectrumShape};
 use crate::error::Result;
@@ -32,10 +33,10 @@ pub struct CpuPowerSpectra {
     fft: Arc<dyn RealToComplex<f32>>,
 }
 
-/// One task's buffers: a real input per channel, the complex output and the FFT scratch.
+/// One task's buffers: a real input and a complex output per channel, and the FFT scratch.
 struct Buffers {
     inputs: Vec<Vec<f32>>,
-    output: Vec<Complex<f32>>,
+    outputs: Vec<Vec<Complex<f32>>>,
     scratch: Vec<Complex<f32>>,
 }
 
@@ -50,7 +51,9 @@ impl CpuPowerSpectra {
             inputs: (0..self.map.n_channels())
                 .map(|_| self.fft.make_input_vec())
                 .collect(),
-            output: self.fft.make_output_vec(),
+            outputs: (0..self.map.n_channels())
+                .map(|_| self.fft.make_output_vec())
+                .collect(),
             scratch: self.fft.make_scratch_vec(),
         }
     }
@@ -59,19 +62,30 @@ impl CpuPowerSpectra {
     fn window(&self, window_tokens: &[u8], buffers: &mut Buffers, out: &mut [f32]) {
         let Buffers {
             inputs,
-            output,
+            outputs,
             scratch,
         } = buffers;
+        let mut transforms = inputs.len();
         match self.map {
             ChannelMap::DnaIndicators => {
                 let [a, c, g, t] = &mut inputs[..] else {
                     unreachable!("the DNA map has four channels")
                 };
-                for (i, &token) in window_tokens.iter().enumerate() {
-                    a[i] = f32::from(token == 0);
-                    c[i] = f32::from(token == 1);
-                    g[i] = f32::from(token == 2);
-                    t[i] = f32::from(token == 3);
+                let mut any_other = false;
+                let channels = a
+                    .iter_mut()
+                    .zip(c.iter_mut())
+                    .zip(g.iter_mut().zip(t.iter_mut()));
+                for (&token, ((a, c), (g, t))) in window_tokens.iter().zip(channels) {
+                    *a = f32::from(token == 0);
+                    *c = f32::from(token == 1);
+                    *g = f32::from(token == 2);
+                    *t = f32::from(token == 3);
+                    any_other |= token > 3;
+                }
+                // Without N the channels sum to 1, whose DFT is 0 at k >= 1: X_T = -(X_A+X_C+X_G).
+                if !any_other {
+                    transforms = 3;
                 }
             }
             ChannelMap::ProteinHydropathy => {
@@ -80,17 +94,26 @@ impl CpuPowerSpectra {
                 }
             }
         }
-        out.fill(0.0);
-        for input in inputs.iter_mut() {
+        for (input, output) in inputs.iter_mut().zip(outputs.iter_mut()).take(transforms) {
             self.fft
                 .process_with_scratch(input, output, scratch)
                 .expect("buffers are sized by the plan");
-            for (p, z) in out.iter_mut().zip(output.iter()).skip(1) {
-                *p += z.re * z.re + z.im * z.im;
-            }
         }
         let scale = 1.0 / self.shape.window as f32;
-        out.iter_mut().for_each(|p| *p *= scale);
+        if transforms < inputs.len() {
+            let [a, c, g] = &outputs[..3] else {
+                unreachable!("three transforms")
+            };
+            for (p, (za, (zc, zg))) in out.iter_mut().zip(a.iter().zip(c.iter().zip(g))) {
+                let zt = za + zc + zg;
+                *p = (za.norm_sqr() + zc.norm_sqr() + zg.norm_sqr() + zt.norm_sqr()) * scale;
+            }
+        } else {
+            for (k, p) in out.iter_mut().enumerate() {
+                let sum: f32 = outputs[..transforms].iter().map(|o| o[k].norm_sqr()).sum();
+                *p = sum * scale;
+            }
+        }
         out[0] = 0.0;
     }
 }
@@ -132,9 +155,19 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     fn check_against_naive(map: ChannelMap, window: usize, n_tokens: usize, seed: u64) {
+        check_tokens_against_naive(map, window, n_tokens, seed, map.max_token());
+    }
+
+    fn check_tokens_against_naive(
+        map: ChannelMap,
+        window: usize,
+        n_tokens: usize,
+        seed: u64,
+        max_token: u8,
+    ) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let tokens: Vec<u8> = (0..n_tokens)
-            .map(|_| rng.gen_range(0..=map.max_token()))
+            .map(|_| rng.gen_range(0..=max_token))
             .collect();
         let shape = SpectrumShape::new(window, 8.min(window / 2 + 1));
         let n_freqs = shape.n_freqs;
@@ -163,6 +196,14 @@ mod tests {
     fn dna_spectra_match_the_naive_dft() {
         for (window, seed) in [(240, 1), (96, 2), (101, 3), (8, 4)] {
             check_against_naive(ChannelMap::DnaIndicators, window, 2000, seed);
+        }
+    }
+
+    #[test]
+    fn dna_spectra_without_n_match_the_naive_dft() {
+        // No token 4: the engine derives the T channel from A, C and G.
+        for (window, seed) in [(240, 7), (99, 8)] {
+            check_tokens_against_naive(ChannelMap::DnaIndicators, window, 2000, seed, 3);
         }
     }
 
