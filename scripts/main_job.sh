@@ -47,15 +47,18 @@ path = "$PWD/$emb"
 label_column = "label"
 
 [knn]
-k = 10
+k = 16
 metric = "cosine"
 
 [graph]
 weight = "similarity"
 
 [spectral]
-n_eigs = 64
+# the set holds 48 genes; the graph has about that many components, so eigenvalue 1 is highly
+# repeated and Lanczos needs more steps than the default to separate the copies
+n_eigs = 48
 n_clusters = 48
+max_iter = 2000
 
 [fft]
 enabled = true
