@@ -626,7 +626,7 @@ impl ShardWriter {
             |e: &dyn std::fmt::Display| Error::output(format!("{}: {e}", self.path.display()));
         let list = LargeListArray::try_new(
             item,
-            OffsetBuffer::from_lengths(std::iter::repeat(self.dim).take(n)),
+            OffsetBuffer::from_lengths(std::iter::repeat_n(self.dim, n)),
             child,
             None,
         )

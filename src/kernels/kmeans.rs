@@ -78,7 +78,7 @@ fn sample_row(
     let mut best: Option<(f64, usize)> = None;
     for row in 0..n_local {
         let k = key(row);
-        if best.map_or(true, |(b, _)| k > b) {
+        if best.is_none_or(|(b, _)| k > b) {
             best = Some((k, row));
         }
     }
@@ -234,7 +234,7 @@ pub fn kmeans(
     let mut best: Option<(Vec<u32>, Vec<f64>, ExactSum, usize)> = None;
     for start in 0..params.n_init.max(1) {
         let candidate = lloyd(points, dim, reduce, row_start, &params, start);
-        if best.as_ref().map_or(true, |b| candidate.2 .0 < b.2 .0) {
+        if best.as_ref().is_none_or(|b| candidate.2 .0 < b.2 .0) {
             best = Some(candidate);
         }
     }

@@ -661,7 +661,7 @@ mod tests {
         let n: usize = sizes.iter().sum();
         let mut block = Vec::new();
         for (b, &size) in sizes.iter().enumerate() {
-            block.extend(std::iter::repeat(b).take(size));
+            block.extend(std::iter::repeat_n(b, size));
         }
         let mut weights = vec![0.0; n * n];
         for i in 0..n {
