@@ -40,7 +40,7 @@ test-py: build ray-env
 	EMBSOLVE_BIN=$(abspath $(BIN)) $(PY) -m pytest -q tests
 	EMBSOLVE_BIN=$(abspath $(BIN)) $(PY) -m pytest -q ray/tests
 
-test: build test-unit test-py
+test: build lint test-unit test-py
 
 lint:
 	cargo fmt --all -- --check
