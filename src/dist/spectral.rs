@@ -119,9 +119,15 @@ pub fn spectral_on_operator(
     }
 }
 
+/// Gaps below this are rounding, not structure: eigenvalues that equal 1 up to it belong to
+/// separate connected components.
+const NEGLIGIBLE_GAP: f64 = 1e-6;
+
 /// The number of clusters k in 2..n (n = number of eigenvalues, descending) with the largest gap
 /// between the k-th and (k+1)-th eigenvalue (the smaller k on ties); 2 when there are only two
-/// eigenvalues, and at most n.
+/// eigenvalues, and at most n. When no gap is larger than rounding (every computed eigenvalue is
+/// the same, e.g. more connected components than `n_eigs`), the largest gap lies beyond the
+/// computed ones: k = n, with a warning to raise `spectral.n_eigs`.
 pub fn choose_n_clusters(eigenvalues: &[f64]) -> usize {
     let n = eigenvalues.len();
     if n <= 2 {
@@ -133,6 +139,13 @@ pub fn choose_n_clusters(eigenvalues: &[f64]) -> usize {
         if gap > best.1 {
             best = (k, gap);
         }
+    }
+    if best.1 < NEGLIGIBLE_GAP {
+        log::warn!(
+            "spectral: the {n} computed eigenvalues show no gap (the graph may have more than {n} \
+             components); using {n} clusters; raise spectral.n_eigs to see the real gap"
+        );
+        return n;
     }
     best.0
 }
@@ -219,5 +232,10 @@ mod tests {
         assert_eq!(choose_n_clusters(&[1.0, 0.9]), 2);
         // A gap after the first eigenvalue alone is not a clustering: k is at least 2.
         assert_eq!(choose_n_clusters(&[1.0, 0.2, 0.19, 0.1]), 3);
+        // No gap beyond rounding among the computed eigenvalues: all of them.
+        assert_eq!(
+            choose_n_clusters(&[1.0, 1.0 - 1e-14, 1.0 - 2e-14, 1.0 - 3e-14]),
+            4
+        );
     }
 }
