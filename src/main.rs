@@ -13,7 +13,8 @@ use std::path::PathBuf;
 #[command(
     name = "embsolve",
     version,
-    about = "Exact kNN graphs, components, PageRank, spectral clustering and FFT analysis of sequence embeddings, on MPI ranks (stage 2 of a Ray -> HPC pipeline)."
+    about = "Exact kNN graphs, components, PageRank, spectral clustering and FFT analysis of sequence embeddings, on MPI ranks (stage 2 of a Ray -> HPC pipeline).",
+    after_help = "Exit status: 0 success; 2 bad usage, config or input (the message names the file, key, row or shard); 1 any other failure. Every rank exits with the same status.\n\nEnvironment: EMBSOLVE_LOG (error|warn|info|debug; default info on rank 0, warn elsewhere), EMBSOLVE_NO_PROGRESS (no progress bar or lines), SLURM_CPUS_PER_TASK (threads per rank when [run] threads = 0).\n\nDocs: README.md, docs/config.md (every config key), docs/cluster.md (Slurm, Lmod), docs/reliability.md."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -106,6 +107,7 @@ struct GenerateArgs {
     /// Approximate sequence length (tracks).
     #[arg(long, default_value_t = 10_000)]
     length: usize,
+    /// File format: Parquet as Ray Data writes it, HDF5, or NumPy .npy.
     #[arg(long, value_enum)]
     format: OutputFormat,
     /// Number of files (a directory with manifest.json; 1 shard with a .parquet/.h5/.npy PATH
@@ -115,6 +117,7 @@ struct GenerateArgs {
     /// Element type of the embeddings.
     #[arg(long, value_enum, default_value = "f32")]
     dtype: Dtype,
+    /// Output: a dataset directory (with manifest.json), or a single file with one shard.
     #[arg(long)]
     out: PathBuf,
 }
