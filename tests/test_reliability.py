@@ -202,13 +202,14 @@ def assert_clean_failure(tmp_path, out, statuses, output, seconds, named):
     assert not (out / "run.json").exists()
 
 
+@pytest.mark.parametrize("n_ranks", [1, CATALOGUE_RANKS])
 @pytest.mark.parametrize("case", CATALOGUE, ids=lambda c: c.__name__[5:])
-def test_bad_input_is_exit_2_on_every_rank(tmp_path, case):
+def test_bad_input_is_exit_2_on_every_rank(tmp_path, case, n_ranks):
     data, sections, named = case(tmp_path)
     out = tmp_path / "out"
     config = write_config(tmp_path / "c.toml", data, out, knn={"k": 4, **sections.get("knn", {})},
                           spectral={"n_eigs": 4})
-    statuses, output, seconds = run_every_rank(tmp_path, CATALOGUE_RANKS, "run", config)
+    statuses, output, seconds = run_every_rank(tmp_path, n_ranks, "run", config)
     assert_clean_failure(tmp_path, out, statuses, output, seconds, named)
 
 
@@ -229,6 +230,19 @@ def test_bad_config_is_exit_2_on_every_rank(tmp_path, small_npy, override, named
     config = write_config(tmp_path / "c.toml", small_npy, out)
     statuses, output, seconds = run_every_rank(tmp_path, CATALOGUE_RANKS, "run", config, *override)
     assert_clean_failure(tmp_path, out, statuses, output, seconds, named)
+
+
+def test_cuda_backend_without_a_usable_gpu_is_exit_2(tmp_path, small_npy):
+    """knn.backend = "cuda" where no GPU is usable: exit 2 on every rank, naming CUDA (on a GPU
+    machine the run succeeds instead)."""
+    import ctypes.util
+
+    if ctypes.util.find_library("cuda"):
+        pytest.skip("a CUDA driver is present: the cuda backend may be usable here")
+    out = tmp_path / "out"
+    config = write_config(tmp_path / "c.toml", small_npy, out, knn={"k": 4, "backend": "cuda"})
+    statuses, output, seconds = run_every_rank(tmp_path, CATALOGUE_RANKS, "run", config)
+    assert_clean_failure(tmp_path, out, statuses, output, seconds, "CUDA")
 
 
 def test_unknown_key_in_the_file_is_exit_2(tmp_path, small_npy):

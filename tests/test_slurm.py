@@ -522,3 +522,33 @@ def test_scaling_collect_computes_speedup_and_efficiency(tmp_path):
         weak = list(csv.DictReader(f))
     assert [float(r["efficiency"]) for r in weak] == pytest.approx([1.0, 2.0 / 2.25, 2.0 / 3.0], abs=1e-4)
     assert [float(r["knn_s"]) for r in weak] == [1.0, 1.25, 2.0]
+
+
+def test_scancel_term_mid_knn_then_resubmit_is_bit_identical(slurm, tmp_path):
+    """The real binary under the real local Slurm: `scancel --signal=TERM` while the kNN ring runs
+    stops every rank at the next safe point (no results, finished stages kept); a resubmitted job
+    resumes and its results equal an uninterrupted run's bit for bit."""
+    generate(tmp_path / "data", 24000, dim=96, clusters=12, shards=4)
+    config = write_config(tmp_path / "c.toml", "data", "results/r", knn={"k": 10}, spectral={"n_eigs": 8},
+                          run={"threads": 1})
+    reference = mpirun_reference(tmp_path, 2, config, "results/reference")
+    job = submit(slurm, ["-n", "2", "--no-requeue", str(SBATCH), "c.toml"], tmp_path,
+                 {"EMBSOLVE_BIN": str(BIN), "EMBSOLVE_LOG": "info"})
+    checkpoints = tmp_path / "results/r/checkpoint"
+    deadline = time.monotonic() + 120
+    while not checkpoints.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert checkpoints.exists(), job_log(tmp_path, f"embsolve-{job}.out")
+    time.sleep(1.0)
+    assert not list(checkpoints.glob("knn.*")), "the kNN phase ended before the signal: nothing was tested"
+    subprocess.run(["scancel", "--signal=TERM", job], env=slurm, check=True, timeout=30)
+    wait_job(slurm, job, timeout=60)
+    log = job_log(tmp_path, f"embsolve-{job}.out")
+    assert "interrupted" in log, log
+    assert not (tmp_path / "results/r/results.h5").exists(), log
+    again = submit(slurm, ["-n", "2", str(SBATCH), "c.toml"], tmp_path, {"EMBSOLVE_BIN": str(BIN)})
+    states = wait_job(slurm, again, timeout=180)
+    log = job_log(tmp_path, f"embsolve-{again}.out")
+    assert set(states.values()) == {"COMPLETED"}, log
+    assert "--resume" in log, log
+    assert_same_results(reference, tmp_path / "results/r")
