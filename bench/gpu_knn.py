@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""GPU kNN benchmark driver: runs the embsolve-cuda `knn_bench` binary (exact kNN, N = 1,000,000 x
+"""GPU kNN benchmark driver: runs the embsolve-cuda `gpu_knn_bench` binary (exact kNN, N = 1,000,000 x
 D = 128, k = 16, cosine, rows in 4 ring blocks) in FP32 and TF32 tile precision on this machine's
 GPU, and records the raw JSON lines, a CSV and a README in bench/runs/<date>-<machine>/.
 
@@ -7,7 +7,7 @@ Each run checks itself: the GPU lists of sampled queries must equal a CPU brute 
 (`identical_to_cpu == checked_queries`), or the driver exits 1. Standard library only, so it runs
 on a GPU machine that has nothing but Python 3:
 
-    python3 bench/gpu_knn.py --bin target/gpu-bundle/bench/knn_bench --machine h100
+    python3 bench/gpu_knn.py --bin target/gpu-bundle/bench/gpu_knn_bench --machine h100
 """
 
 import argparse
@@ -21,7 +21,7 @@ import sys
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bin", default="target/release/examples/knn_bench")
+    parser.add_argument("--bin", default="target/release/examples/gpu_knn_bench")
     parser.add_argument("--machine", default="gpu")
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=128)
@@ -43,7 +43,7 @@ def main() -> int:
         done = subprocess.run(command, capture_output=True, text=True)
         sys.stderr.write(done.stderr)
         if done.returncode not in (0, 1) or not done.stdout.strip():
-            print(f"knn_bench failed ({done.returncode})", file=sys.stderr)
+            print(f"gpu_knn_bench failed ({done.returncode})", file=sys.stderr)
             return 1
         result = json.loads(done.stdout.strip().splitlines()[-1])
         print(json.dumps(result), flush=True)

@@ -13,7 +13,7 @@
 #   lib/     the .so files embsolve needs (ldd), minus the C library itself
 #   openmpi/ Open MPI's plugins and help files, so a singleton run initialises MPI without an
 #            Open MPI installation (isolated singleton: no orted)
-#   bench/   knn_bench (the 10^6 x 128 GPU kNN benchmark, links nothing but the C library) and its
+#   bench/   gpu_knn_bench (the 10^6 x 128 GPU kNN benchmark, links nothing but the C library) and its
 #            driver gpu_knn.py: `BUNDLE_DIR/bench/run.sh MACHINE` records a run in BUNDLE_DIR/bench/runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,7 @@ export MPI_PKG_CONFIG=${MPI_PKG_CONFIG:-ompi-c}
 
 echo "test-gpu: building embsolve and the embsolve-cuda tests"
 cargo build --release --locked
-cargo build --release --locked -p embsolve-cuda --example knn_bench
+cargo build --release --locked -p embsolve-cuda --example gpu_knn_bench
 mapfile -t test_bins < <(cargo test --release --locked -p embsolve-cuda --no-run --message-format=json 2>/dev/null |
   python3 -c '
 import json, sys
@@ -60,7 +60,7 @@ for test_bin in "${test_bins[@]}"; do
   fi
 done
 
-strip -o "$bundle/bench/knn_bench" target/release/examples/knn_bench
+strip -o "$bundle/bench/gpu_knn_bench" target/release/examples/gpu_knn_bench
 cp bench/gpu_knn.py "$bundle/bench/"
 cat > "$bundle/bench/run.sh" <<'BENCH'
 #!/usr/bin/env bash
@@ -68,7 +68,7 @@ cat > "$bundle/bench/run.sh" <<'BENCH'
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../env.sh"
-python3 "$here/gpu_knn.py" --bin "$here/knn_bench" --machine "${1:-gpu}" \
+python3 "$here/gpu_knn.py" --bin "$here/gpu_knn_bench" --machine "${1:-gpu}" \
   --out "$here/runs/$(date -u +%Y-%m-%d)-${1:-gpu}"
 BENCH
 chmod +x "$bundle/bench/run.sh"

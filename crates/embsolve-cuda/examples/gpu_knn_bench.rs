@@ -3,7 +3,7 @@
 //! phase (upload, tiles, top-k, CPU re-rank), effective TFLOP/s (2 N^2 D / time), the exact-fallback
 //! count, and the agreement with a CPU brute force on sampled queries (must be all of them).
 //!
-//! `knn_bench [--n N] [--dim D] [--k K] [--blocks B] [--precision fp32|tf32] [--check Q]
+//! `gpu_knn_bench [--n N] [--dim D] [--k K] [--blocks B] [--precision fp32|tf32] [--check Q]
 //!            [--threads T] [--seed S]`
 
 use embsolve_cuda::knn::KnnTileConfig;
@@ -115,22 +115,22 @@ fn main() {
     let args = match parse_args() {
         Ok(args) => args,
         Err(message) => {
-            eprintln!("knn_bench: {message}");
+            eprintln!("gpu_knn_bench: {message}");
             std::process::exit(2);
         }
     };
     if let Err(reason) = probe() {
-        eprintln!("knn_bench: {reason}");
+        eprintln!("gpu_knn_bench: {reason}");
         std::process::exit(2);
     }
     let gpu = match Gpu::open(0) {
         Ok(gpu) => gpu,
         Err(error) => {
-            eprintln!("knn_bench: {error}");
+            eprintln!("gpu_knn_bench: {error}");
             std::process::exit(1);
         }
     };
-    eprintln!("knn_bench: {}", gpu.describe());
+    eprintln!("gpu_knn_bench: {}", gpu.describe());
     let (n, dim, k) = (args.n, args.dim, args.k);
     let rows = make_rows(n, dim, args.seed, args.threads);
 
