@@ -94,7 +94,7 @@ dir = "{out}"
 write_knn = false
 checkpoint = false
 """)
-    sh(["mpirun", "--oversubscribe", "-n", ranks, binary, "run", config])
+    sh(["mpirun", "--oversubscribe", "--bind-to", "none", "-n", ranks, binary, "run", config])
     summary = json.loads((out / "run.json").read_text())
     with h5py.File(out / "results.h5", "r") as f:
         result = {key: f[f"fft/{key}"][:] for key in ["period3/seq", "period3/start", "period3/score", "mean_power"]}

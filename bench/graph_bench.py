@@ -47,7 +47,7 @@ def embsolve_run(data, work, ranks, threads, min_similarity, k):
         f'[run]\nthreads = {threads}\n[input]\npath = "{data}"\n[knn]\nk = {k}\n'
         f"[graph]\nmin_similarity = {min_similarity}\n[spectral]\nenabled = false\n"
         f'[output]\ndir = "{out}"\ncheckpoint = false\n')
-    run(["mpirun", "--oversubscribe", "-n", ranks, BIN, "run", config])
+    run(["mpirun", "--oversubscribe", "--bind-to", "none", "-n", ranks, BIN, "run", config])
     summary = json.loads((out / "run.json").read_text())
     return out, summary
 

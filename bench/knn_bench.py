@@ -141,7 +141,7 @@ def run_sklearn(x, k, threads):
 
 def run_embsolve(path, k, ranks, threads, work, tag):
     prefix = work / f"embsolve_{tag}"
-    cmd = ["mpirun", "--oversubscribe", "-n", str(ranks), str(DRIVER), str(path), str(k), "cosine",
+    cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-n", str(ranks), str(DRIVER), str(path), str(k), "cosine",
            str(threads), str(prefix)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env(threads), timeout=600)
     if done.returncode != 0:
@@ -158,7 +158,7 @@ def run_pipeline(path, k, ranks, threads, work, tag):
                       f'[knn]\nk = {k}\nmetric = "cosine"\nbackend = "cpu"\n'
                       f'[components]\nenabled = false\n[pagerank]\nenabled = false\n'
                       f'[spectral]\nenabled = false\n[output]\ndir = "{out}"\ncheckpoint = false\n')
-    cmd = ["mpirun", "--oversubscribe", "-n", str(ranks), str(BIN), "run", str(config)]
+    cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-n", str(ranks), str(BIN), "run", str(config)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env(threads), timeout=600)
     if done.returncode != 0:
         return None, done.stderr.strip()[-300:]

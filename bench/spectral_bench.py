@@ -124,7 +124,7 @@ def run_pipeline(dataset, out, n_ranks, n_eigs, max_iter, seed):
         f'[pagerank]\nenabled = false\n[spectral]\nn_eigs = {n_eigs}\nmax_iter = {max_iter}\nseed = {seed}\n')
     env = dict(os.environ, **MPI_ENV)
     start = time.perf_counter()
-    done = subprocess.run(["mpirun", "-n", str(n_ranks), str(BIN), "run", str(config)],
+    done = subprocess.run(["mpirun", "--bind-to", "none", "-n", str(n_ranks), str(BIN), "run", str(config)],
                           capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     if done.returncode != 0:

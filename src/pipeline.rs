@@ -117,6 +117,16 @@ pub fn run(comm: &dyn Comm, config: &RunConfig, options: &RunOptions) -> Result<
         .num_threads(threads)
         .build_global();
     let threads = rayon::current_num_threads();
+    let allowed = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(threads);
+    if threads > allowed {
+        log::warn!(
+            "{threads} threads per rank but this rank may run on only {allowed} core(s): the \
+             launcher binds ranks to cores (mpirun binds to one core when there are 2 ranks or \
+             fewer); use `mpirun --bind-to none` or `--map-by slot:PE={threads}`, or `srun -c {threads}`"
+        );
+    }
     let mut ctx = Context {
         comm,
         config,
