@@ -334,8 +334,11 @@ impl RunConfig {
         if self.fft.step == 0 {
             return bad("fft.step", "must be at least 1");
         }
-        if self.fft.bins == 0 || self.fft.bins > self.fft.window / 2 + 1 {
-            return bad("fft.bins", "must be in 1..=window/2+1");
+        if self.fft.bins == 0 || self.fft.bins > self.fft.window / 2 {
+            return bad(
+                "fft.bins",
+                "must be in 1..=window/2 (bands of the non-zero frequencies)",
+            );
         }
         Ok(())
     }

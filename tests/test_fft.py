@@ -34,8 +34,9 @@ def numpy_period3(power, window):
 
 
 def numpy_band_means(power, bins):
-    n_freqs = power.shape[1]
-    edges = [(b * n_freqs // bins, (b + 1) * n_freqs // bins) for b in range(bins)]
+    """Mean power of `bins` bands of the non-zero frequencies 1..=window/2 (the DC bin is in none)."""
+    n_nonzero = power.shape[1] - 1
+    edges = [(1 + b * n_nonzero // bins, 1 + (b + 1) * n_nonzero // bins) for b in range(bins)]
     return np.stack([power[:, lo:hi].mean(axis=1) for lo, hi in edges], axis=1)
 
 
@@ -158,3 +159,25 @@ def test_bad_tokens_exit_2_naming_the_file(tmp_path):
     done = run_mpi(2, "run", config, check=False)
     assert done.returncode == 2, done.stderr
     assert "bad.h5" in done.stderr and "/tokens[3]" in done.stderr
+
+
+def test_bands_cover_the_non_zero_frequencies_only(tmp_path):
+    """At bins = window/2 every band is one non-zero frequency (no band holds only the DC bin, whose
+    power is 0 and whose ln would be -inf); one band more is a config error naming fft.bins."""
+    tokens = np.random.default_rng(7).integers(0, 4, size=3_000).astype(np.uint8)
+    tracks = tmp_path / "one.h5"
+    with h5py.File(tracks, "w") as f:
+        f["tokens"] = tokens
+        f["offsets"] = np.array([0, len(tokens)], dtype=np.int64)
+    result = run_fft(tmp_path, 1, tracks, "perbin", bins=WINDOW // 2)
+    starts = list(range(0, len(tokens) - WINDOW + 1, STEP))
+    power = numpy_power(tokens, starts, WINDOW)
+    assert np.all(np.isfinite(result["features"])) and np.all(result["mean_power"] > 0)
+    np.testing.assert_allclose(result["mean_power"], power[:, 1:].mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(result["features"][0], np.log(power[:, 1:].mean(axis=0)), atol=1e-4)
+    config = write_config(tmp_path / "toomany.toml", tiny_embeddings(tmp_path), tmp_path / "toomany",
+                          knn={"k": 4}, pagerank={"enabled": False}, spectral={"enabled": False},
+                          fft={"enabled": True, "tracks": str(tracks), "bins": WINDOW // 2 + 1})
+    done = run_mpi(1, "run", config, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "fft.bins" in done.stderr

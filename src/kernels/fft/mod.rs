@@ -63,7 +63,8 @@ impl ChannelMap {
 
 /// The spectrum of one window length: `n_freqs = window/2 + 1` frequencies, the bin of frequency
 /// 1/3 (exact when `window` is a multiple of 3, else the nearest bin), and the `bins` bands the
-/// frequencies are pooled into (band b holds frequencies `b*n_freqs/bins .. (b+1)*n_freqs/bins`).
+/// non-zero frequencies 1..=window/2 are pooled into (with `m = window/2`, band b holds frequencies
+/// `1 + b*m/bins .. 1 + (b+1)*m/bins`; the DC bin, 0 by construction, is in none).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpectrumShape {
     pub window: usize,
@@ -73,16 +74,17 @@ pub struct SpectrumShape {
 }
 
 impl SpectrumShape {
-    /// `window >= 3` and `1 <= bins <= window/2 + 1` (checked by the config).
+    /// `window >= 3` and `1 <= bins <= window/2` (checked by the config).
     pub fn new(window: usize, bins: usize) -> Self {
         assert!(window >= 3, "window must be at least 3");
         let n_freqs = window / 2 + 1;
+        let n_nonzero = n_freqs - 1;
         assert!(
-            bins >= 1 && bins <= n_freqs,
-            "bins must be in 1..=window/2+1"
+            bins >= 1 && bins <= n_nonzero,
+            "bins must be in 1..=window/2"
         );
         let bands = (0..bins)
-            .map(|b| (b * n_freqs / bins, (b + 1) * n_freqs / bins))
+            .map(|b| (1 + b * n_nonzero / bins, 1 + (b + 1) * n_nonzero / bins))
             .collect();
         SpectrumShape {
             window,
@@ -170,7 +172,7 @@ mod tests {
         assert!((f64::from(score) - expected).abs() <= 1e-5 * expected.abs().max(1.0));
         let mut bands = vec![0.0; 16];
         pool_bands(&power, &shape, &mut bands);
-        // Bands tile the spectrum: their weighted sum is the total power.
+        // Bands tile the non-zero frequencies: their weighted sum is the total power (DC is 0).
         let total: f64 = bands
             .iter()
             .zip(&shape.bands)
@@ -182,9 +184,22 @@ mod tests {
 
     #[test]
     fn shapes_windows_and_histograms() {
-        let shape = SpectrumShape::new(240, 121);
+        let shape = SpectrumShape::new(240, 120);
         assert_eq!(shape.period3_bin, 80);
         assert!(shape.bands.iter().all(|&(lo, hi)| hi == lo + 1));
+        assert_eq!((shape.bands[0].0, shape.bands[119].1), (1, 121));
+        // Uneven bands still tile 1..=window/2 without gaps, and none holds the DC bin.
+        for (window, bins) in [(240, 64), (101, 7), (8, 4), (8, 1)] {
+            let bands = SpectrumShape::new(window, bins).bands;
+            assert_eq!(bands[0].0, 1, "window {window} bins {bins}");
+            assert_eq!(
+                bands[bins - 1].1,
+                window / 2 + 1,
+                "window {window} bins {bins}"
+            );
+            assert!(bands.windows(2).all(|pair| pair[0].1 == pair[1].0));
+            assert!(bands.iter().all(|&(lo, hi)| hi > lo));
+        }
         assert_eq!(SpectrumShape::new(100, 7).period3_bin, 33);
         assert_eq!(SpectrumShape::new(101, 7).period3_bin, 34);
         assert_eq!(n_windows(239, 240, 60), 0);

@@ -169,7 +169,7 @@ mod tests {
         let tokens: Vec<u8> = (0..n_tokens)
             .map(|_| rng.gen_range(0..=max_token))
             .collect();
-        let shape = SpectrumShape::new(window, 8.min(window / 2 + 1));
+        let shape = SpectrumShape::new(window, 8.min(window / 2));
         let n_freqs = shape.n_freqs;
         let starts: Vec<usize> = (0..=n_tokens - window).step_by(window / 3 + 1).collect();
         let mut power = vec![f32::NAN; starts.len() * n_freqs];
