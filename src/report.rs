@@ -120,7 +120,8 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
                     power,
                     "frequency (cycles per base)",
                     "mean power",
-                    0.5 / (power.len().max(2) - 1) as f64,
+                    // Band b pools the frequencies around (b + 1/2) / (2 bins) cycles per base.
+                    0.5 / power.len().max(1) as f64,
                 )
             },
         )?;
@@ -344,12 +345,13 @@ fn plot_pagerank(path: &Path, scores: &[f64]) -> Result<()> {
     root.present().map_err(&err)
 }
 
+/// Values at the centres of equal steps: value i is drawn at (i + 1/2) x_step.
 fn plot_line(path: &Path, values: &[f64], x_desc: &str, y_desc: &str, x_step: f64) -> Result<()> {
     let err = plot_error(path);
     let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(&err)?;
     let (lo, hi) = range_of(values.iter().copied());
-    let x_max = x_step * (values.len().max(2) - 1) as f64;
+    let x_max = x_step * values.len().max(1) as f64;
     let mut chart = ChartBuilder::on(&root)
         .margin(20)
         .x_label_area_size(40)
@@ -368,7 +370,7 @@ fn plot_line(path: &Path, values: &[f64], x_desc: &str, y_desc: &str, x_step: f6
             values
                 .iter()
                 .enumerate()
-                .map(|(i, &v)| (i as f64 * x_step, v)),
+                .map(|(i, &v)| ((i as f64 + 0.5) * x_step, v)),
             BLUE.stroke_width(2),
         ))
         .map_err(&err)?;

@@ -33,6 +33,61 @@ pub fn to_fixed(value: f64) -> i128 {
     (value * SCALE) as i128
 }
 
+/// Rounding constants of `GridSum`: adding and subtracting `GRID_HIGH` rounds a term of magnitude
+/// at most 2 to a multiple of 2^-32 (the ulp of 1.5 * 2^20), `GRID_LOW` rounds the rest (below
+/// 2^-33) to a multiple of 2^-64 (the ulp of 1.5 * 2^-12).
+const GRID_HIGH: f64 = 1572864.0; // 1.5 * 2^20
+const GRID_LOW: f64 = 0.0003662109375; // 1.5 * 2^-12
+
+/// Most terms one `GridSum` may take and stay exact (the high sum needs 49 bits, the low 47).
+pub const GRID_SUM_TERMS: usize = 1 << 16;
+
+/// A term of magnitude at most 2 as (multiple of 2^-32, multiple of 2^-64); see `GridSum`.
+#[inline(always)]
+pub fn grid_split(term: f64) -> (f64, f64) {
+    debug_assert!(
+        term.abs() <= 2.0 || term.is_nan(),
+        "GridSum term {term} exceeds 2"
+    );
+    let high = (term + GRID_HIGH) - GRID_HIGH;
+    let low = ((term - high) + GRID_LOW) - GRID_LOW;
+    (high, low)
+}
+
+/// A fast exact block accumulator for terms of magnitude at most 2 (products of unit-vector
+/// entries and data scaled by a power of two to at most 1).
+/// Each term is split into a multiple of 2^-32 and a multiple of 2^-64 (the rest, below 2^-65, is
+/// dropped, as `to_fixed` drops it, so the rounding depends only on the term); plain f64 sums of
+/// such grid values are exact for up to `GRID_SUM_TERMS` terms, so the block total is independent
+/// of the order of the terms. `exact()` turns it into an `ExactSum` (exactly) for the reduction
+/// across blocks, threads and ranks. It needs only f64 adds, which vectorise, where
+/// `ExactSum::add` converts each term to 128-bit fixed point.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GridSum {
+    high: f64,
+    low: f64,
+}
+
+impl GridSum {
+    #[inline(always)]
+    pub fn add(&mut self, term: f64) {
+        let (high, low) = grid_split(term);
+        self.high += high;
+        self.low += low;
+    }
+
+    /// A block sum from separately accumulated parts of `grid_split` (for kernels that keep the
+    /// parts in separate arrays, which vectorises better).
+    pub fn from_parts(high: f64, low: f64) -> Self {
+        GridSum { high, low }
+    }
+
+    /// The block total as a fixed-point sum (exact: both parts lie on the 2^-64 grid).
+    pub fn exact(&self) -> ExactSum {
+        ExactSum(to_fixed(self.high).wrapping_add(to_fixed(self.low)))
+    }
+}
+
 /// Exact dot product of two slices.
 pub fn dot(a: &[f64], b: &[f64]) -> ExactSum {
     let mut acc = ExactSum::default();
@@ -64,6 +119,39 @@ pub fn from_limbs(limbs: [u64; 3]) -> i128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grid_sum_is_exact_and_block_independent() {
+        // Terms over many magnitudes, with their exact fixed-point value (to 2^-64, rounded to
+        // nearest per grid: within 2^-64 of truncation per term).
+        let terms: Vec<f64> = (0..20_000u64)
+            .map(|i| {
+                let unit = ((i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64)
+                    / (1u64 << 53) as f64
+                    * 2.0
+                    - 1.0;
+                unit * 2f64.powi(-((i % 60) as i32))
+            })
+            .collect();
+        let whole = {
+            let mut acc = GridSum::default();
+            terms.iter().for_each(|&t| acc.add(t));
+            acc.exact()
+        };
+        for block in [1usize, 7, 512, 4096] {
+            let mut total = ExactSum::default();
+            for chunk in terms.rchunks(block) {
+                let mut acc = GridSum::default();
+                chunk.iter().for_each(|&t| acc.add(t));
+                total.merge(acc.exact());
+            }
+            assert_eq!(total, whole, "blocks of {block}");
+        }
+        let fixed: i128 = terms.iter().map(|&t| to_fixed(t)).sum();
+        assert!((whole.0 - fixed).abs() <= terms.len() as i128 * 2);
+        let plain: f64 = terms.iter().sum();
+        assert!((whole.value() - plain).abs() < 1e-12);
+    }
 
     #[test]
     fn sum_is_order_independent_and_limbs_round_trip() {

@@ -2,15 +2,16 @@
 //! `LinOp` (y = A x on this rank's rows) and `Reduce` (sums over ranks).
 //!
 //! Every new basis vector is orthogonalised twice against the whole basis (full
-//! reorthogonalisation, classical Gram-Schmidt twice). All inner products are exact fixed-point
-//! sums, every per-row update depends only on that row, and the start vectors are seeded by the
-//! global row index, so the eigenvalues and vectors are bit-identical for any rank or thread count.
+//! reorthogonalisation, classical Gram-Schmidt twice). All inner products are exact sums
+//! (`GridSum` per block of rows, fixed point across blocks, threads and ranks), every per-row
+//! update depends only on that row, and the start vectors are seeded by the global row index, so
+//! the eigenvalues and vectors are bit-identical for any rank or thread count.
 //! The small projected problem is solved by faer's dense symmetric eigensolver (sequential, so the
 //! thread count cannot change it). After the wanted pairs converge, a fresh random start vector
 //! orthogonal to them checks for eigenvalues a single Krylov sequence cannot see (repeated
 //! eigenvalues, e.g. the eigenvalue 1 of a graph with several components); any found are swapped in.
 
-use crate::kernels::exact::{to_fixed, ExactSum};
+use crate::kernels::exact::{to_fixed, ExactSum, GridSum, GRID_SUM_TERMS};
 use crate::kernels::linop::{LinOp, Reduce};
 use rayon::prelude::*;
 
@@ -44,6 +45,7 @@ pub struct LanczosOutcome {
 
 /// Rows per parallel chunk of the vector kernels.
 const CHUNK_ROWS: usize = 512;
+const _: () = assert!(CHUNK_ROWS * 8 <= GRID_SUM_TERMS);
 /// Extra Krylov vectors beyond the wanted ones in the first search.
 const EXTRA_BASIS: usize = 24;
 /// Krylov vectors of a check for missed eigenvalues.
@@ -73,11 +75,7 @@ pub fn exact_dot(a: &[f64], b: &[f64], scale: f64) -> ExactSum {
     let total = a
         .par_chunks(CHUNK_ROWS * 8)
         .zip(b.par_chunks(CHUNK_ROWS * 8))
-        .map(|(x, y)| {
-            x.iter().zip(y).fold(0i128, |acc, (p, q)| {
-                acc.wrapping_add(fixed_point(p * q * scale))
-            })
-        })
+        .map(|(x, y)| simd::dot(x, y, scale).exact().0)
         .reduce(|| 0i128, i128::wrapping_add);
     ExactSum(total)
 }
@@ -191,14 +189,13 @@ impl Basis {
             .par_chunks(CHUNK_ROWS * capacity)
             .zip(w.par_chunks(CHUNK_ROWS))
             .map(|(rows, w_rows)| {
-                let mut acc = vec![0i128; n_columns];
-                for (row, &w_value) in rows.chunks_exact(capacity).zip(w_rows) {
-                    let w_scaled = w_value * scale;
-                    for (a, &v) in acc.iter_mut().zip(&row[..n_columns]) {
-                        *a = a.wrapping_add(fixed_point(v * w_scaled));
-                    }
-                }
-                acc
+                let mut high = vec![0.0; n_columns];
+                let mut low = vec![0.0; n_columns];
+                simd::dots_rows(rows, capacity, w_rows, scale, &mut high, &mut low);
+                high.iter()
+                    .zip(&low)
+                    .map(|(&h, &l)| GridSum::from_parts(h, l).exact().0)
+                    .collect::<Vec<i128>>()
             })
             .reduce(
                 || vec![0i128; n_columns],
@@ -215,19 +212,9 @@ impl Basis {
     /// w -= sum_c coefficients[c] * column c (c < coefficients.len()), row by row.
     fn subtract(&self, coefficients: &[f64], w: &mut [f64]) {
         let capacity = self.capacity;
-        let n_columns = coefficients.len();
         w.par_chunks_mut(CHUNK_ROWS)
             .zip(self.data.par_chunks(CHUNK_ROWS * capacity))
-            .for_each(|(w_rows, rows)| {
-                for (w_value, row) in w_rows.iter_mut().zip(rows.chunks_exact(capacity)) {
-                    let projection: f64 = row[..n_columns]
-                        .iter()
-                        .zip(coefficients)
-                        .map(|(v, c)| v * c)
-                        .sum();
-                    *w_value -= projection;
-                }
-            });
+            .for_each(|(w_rows, rows)| simd::subtract_rows(rows, capacity, coefficients, w_rows));
     }
 
     /// Columns first..first+n_out become the combinations sum_l columns[first + l] * coefficients[l][i]
@@ -238,17 +225,7 @@ impl Basis {
             .par_chunks_mut(CHUNK_ROWS * capacity)
             .for_each(|rows| {
                 let mut combined = vec![0.0; n_out];
-                for row in rows.chunks_exact_mut(capacity) {
-                    combined.iter_mut().for_each(|c| *c = 0.0);
-                    for l in 0..n_in {
-                        let v = row[first + l];
-                        let weights = &coefficients[l * n_out..(l + 1) * n_out];
-                        for (c, &s) in combined.iter_mut().zip(weights) {
-                            *c += v * s;
-                        }
-                    }
-                    row[first..first + n_out].copy_from_slice(&combined);
-                }
+                simd::combine_rows(rows, capacity, first, n_in, coefficients, &mut combined);
             });
     }
 }
@@ -630,6 +607,115 @@ pub fn lanczos(
         residuals,
         iterations: solver.iterations,
         converged,
+    }
+}
+
+/// The per-row vector kernels of the basis, compiled twice: for the baseline target and with AVX2,
+/// chosen at run time. The arithmetic and its order are the same in both (Rust never contracts
+/// a * b + c into an FMA), so the results are bit-identical on any x86-64 machine.
+mod simd {
+    use crate::kernels::exact::{grid_split, GridSum};
+
+    /// Runs `$body` as a function compiled with AVX2 when the CPU has it, else as written.
+    macro_rules! dispatch {
+        ($name:ident ( $($arg:ident : $ty:ty),* ) $(-> $ret:ty)? $body:block) => {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2")]
+            unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                body($($arg),*)
+            }
+
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2, checked just above.
+                return unsafe { avx2($($arg),*) };
+            }
+            return body($($arg),*);
+        };
+    }
+
+    /// (high[c], low[c]) accumulate the `grid_split` parts of row[c] * w[row] * scale over the
+    /// rows, for c < high.len().
+    pub fn dots_rows(
+        rows: &[f64],
+        capacity: usize,
+        w_rows: &[f64],
+        scale: f64,
+        high: &mut [f64],
+        low: &mut [f64],
+    ) {
+        dispatch!(dots_rows(rows: &[f64], capacity: usize, w_rows: &[f64], scale: f64, high: &mut [f64], low: &mut [f64]) {
+            let n_columns = high.len();
+            let low = &mut low[..n_columns];
+            for (row, &w_value) in rows.chunks_exact(capacity).zip(w_rows) {
+                let w_scaled = w_value * scale;
+                for ((h, l), &v) in high.iter_mut().zip(low.iter_mut()).zip(&row[..n_columns]) {
+                    let (term_high, term_low) = grid_split(v * w_scaled);
+                    *h += term_high;
+                    *l += term_low;
+                }
+            }
+        });
+    }
+
+    /// w[row] -= sum_c row[c] * coefficients[c], the sum in four interleaved partial sums (a fixed
+    /// order per row, so the result does not depend on how rows are split).
+    pub fn subtract_rows(rows: &[f64], capacity: usize, coefficients: &[f64], w_rows: &mut [f64]) {
+        dispatch!(subtract_rows(rows: &[f64], capacity: usize, coefficients: &[f64], w_rows: &mut [f64]) {
+            let n_columns = coefficients.len();
+            let split = n_columns / 4 * 4;
+            for (w_value, row) in w_rows.iter_mut().zip(rows.chunks_exact(capacity)) {
+                let mut partial = [0.0f64; 4];
+                for (v, c) in row[..split].chunks_exact(4).zip(coefficients[..split].chunks_exact(4)) {
+                    for lane in 0..4 {
+                        partial[lane] += v[lane] * c[lane];
+                    }
+                }
+                let mut projection = (partial[0] + partial[1]) + (partial[2] + partial[3]);
+                for (v, c) in row[split..n_columns].iter().zip(&coefficients[split..]) {
+                    projection += v * c;
+                }
+                *w_value -= projection;
+            }
+        });
+    }
+
+    /// Row by row, columns first..first+n_out become sum_l row[first + l] * coefficients[l][i];
+    /// `combined` is scratch of length n_out.
+    pub fn combine_rows(
+        rows: &mut [f64],
+        capacity: usize,
+        first: usize,
+        n_in: usize,
+        coefficients: &[f64],
+        combined: &mut [f64],
+    ) {
+        dispatch!(combine_rows(rows: &mut [f64], capacity: usize, first: usize, n_in: usize, coefficients: &[f64], combined: &mut [f64]) {
+            let n_out = combined.len();
+            for row in rows.chunks_exact_mut(capacity) {
+                combined.iter_mut().for_each(|c| *c = 0.0);
+                for l in 0..n_in {
+                    let v = row[first + l];
+                    let weights = &coefficients[l * n_out..(l + 1) * n_out];
+                    for (c, &s) in combined.iter_mut().zip(weights) {
+                        *c += v * s;
+                    }
+                }
+                row[first..first + n_out].copy_from_slice(combined);
+            }
+        });
+    }
+
+    /// sum_i x[i] * y[i] * scale as a block sum.
+    pub fn dot(x: &[f64], y: &[f64], scale: f64) -> GridSum {
+        dispatch!(dot(x: &[f64], y: &[f64], scale: f64) -> GridSum {
+            let mut acc = GridSum::default();
+            x.iter().zip(y).for_each(|(p, q)| acc.add(p * q * scale));
+            acc
+        });
     }
 }
 
