@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: every peer comparison on this machine, recorded under bench/runs/<date>-<machine>/.
 #   EMBSOLVE_BENCH_MACHINE  name of the machine in the run directory (default: the host name)
-#   EMBSOLVE_BENCH_ONLY     a space-separated subset of: knn graph spectral fft read
+#   EMBSOLVE_BENCH_ONLY     a space-separated subset of: knn graph spectral fft read proteins
 # Each driver runs embsolve and its peers on the same file in the same run and writes raw CSV/JSON;
 # the README of the run directory says what ran.
 set -euo pipefail
@@ -11,7 +11,7 @@ py=.venv/bin/python
 machine=${EMBSOLVE_BENCH_MACHINE:-$(hostname -s)}
 out=bench/runs/$(date -u +%F)-$machine
 mkdir -p "$out"
-only=${EMBSOLVE_BENCH_ONLY:-knn graph spectral fft read}
+only=${EMBSOLVE_BENCH_ONLY:-knn graph spectral fft read proteins}
 {
   echo "# $(date -u +%F) on $machine"
   echo
@@ -23,9 +23,10 @@ for what in $only; do
   case $what in
     knn)      "$py" bench/knn_bench.py --out "$out" --tag "$(date -u +%H%M)" ;;
     graph)    "$py" bench/graph_bench.py --out "$out" ;;
-    spectral) "$py" bench/spectral_bench.py --out "$out" ;;
+    spectral) "$py" bench/spectral_bench.py --out "$out" --pipeline ;;
     fft)      "$py" bench/fft_bench.py --out "$out" ;;
     read)     "$py" bench/read_throughput.py --rows 200000 --out "$out" ;;
+    proteins) "$py" bench/proteins_bench.py --out "$out" ;;
     *) echo "bench_all: unknown driver $what" >&2; exit 2 ;;
   esac
 done

@@ -55,10 +55,9 @@ weight = "similarity"
 
 [spectral]
 # the set holds 48 genes; the graph has about that many components, so eigenvalue 1 is highly
-# repeated and Lanczos needs more steps than the default to separate the copies
+# repeated: each copy takes a further Krylov search (within the default max_iter)
 n_eigs = 48
 n_clusters = 48
-max_iter = 2000
 
 [fft]
 enabled = true

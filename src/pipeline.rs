@@ -536,8 +536,11 @@ fn run_solvers(
         ctx.timers.add("spectral", start.elapsed().as_secs_f64());
         if !outcome.converged {
             log::warn!(
-                "spectral: Lanczos stopped at max_iter = {} before every residual reached tol",
-                config.spectral.max_iter
+                "spectral: Lanczos stopped at spectral.max_iter = {} before every residual reached \
+                 spectral.tol = {:e}: the eigenpairs and clusters are approximate (raise \
+                 spectral.max_iter)",
+                config.spectral.max_iter,
+                config.spectral.tol
             );
         }
         results.insert("n_clusters".into(), outcome.n_clusters.into());
