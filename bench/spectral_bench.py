@@ -178,6 +178,10 @@ def main():
     parser.add_argument("--arpack-timeout", type=float, default=300.0)
     parser.add_argument("--skip-sklearn", action="store_true", help="embsolve and eigsh only")
     parser.add_argument("--pipeline", action="store_true", help="also the whole embsolve run")
+    parser.add_argument("--embsolve-only", action="store_true",
+                        help="only the whole embsolve run (for files too large for the peers)")
+    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2],
+                        help="rank counts of the whole embsolve run")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -185,61 +189,68 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         dataset = Path(tmp) / "blobs"
         embeddings, truth = generate(dataset, args.n, args.dim, args.clusters, args.noise, args.seed)
-        start = time.perf_counter()
-        affinity = knn_affinity(embeddings, args.k)
-        knn_s = time.perf_counter() - start
-        print(f"n={args.n} dim={args.dim}: kNN graph (sklearn brute, shared by the peers) {knn_s:.2f} s, "
-              f"{affinity.nnz} nonzeros", flush=True)
+        if args.embsolve_only:
+            args.pipeline, args.skip_sklearn = True, True
+            reference = None
+        if not args.embsolve_only:
+            start = time.perf_counter()
+            affinity = knn_affinity(embeddings, args.k)
+            knn_s = time.perf_counter() - start
+            print(f"n={args.n} dim={args.dim}: kNN graph (sklearn brute, shared by the peers) {knn_s:.2f} s, "
+                  f"{affinity.nnz} nonzeros", flush=True)
 
-        start = time.perf_counter()
-        reference = reference_eigenvalues(affinity, args.n_eigs, args.tol)
-        reference_s = time.perf_counter() - start
-        rows.append(dict(peer="reference (per component)", stage="eigenvalues", seconds=reference_s,
-                         ari="", n_clusters="", max_eig_diff=0.0, iterations="", converged=""))
-        start = time.perf_counter()
-        whole, _ = eigsh(normalized(affinity), k=args.n_eigs, which="LA", tol=args.tol)
-        eigsh_s = time.perf_counter() - start
-        rows.append(dict(peer="scipy eigsh (LA, whole graph)", stage="eigenvalues", seconds=eigsh_s,
-                         ari="", n_clusters="",
-                         max_eig_diff=float(np.max(np.abs(np.sort(whole)[::-1] - reference))),
-                         iterations="", converged=""))
+            start = time.perf_counter()
+            reference = reference_eigenvalues(affinity, args.n_eigs, args.tol)
+            reference_s = time.perf_counter() - start
+            rows.append(dict(peer="reference (per component)", stage="eigenvalues", seconds=reference_s,
+                             ari="", n_clusters="", max_eig_diff=0.0, iterations="", converged=""))
+            start = time.perf_counter()
+            whole, _ = eigsh(normalized(affinity), k=args.n_eigs, which="LA", tol=args.tol)
+            eigsh_s = time.perf_counter() - start
+            rows.append(dict(peer="scipy eigsh (LA, whole graph)", stage="eigenvalues", seconds=eigsh_s,
+                             ari="", n_clusters="",
+                             max_eig_diff=float(np.max(np.abs(np.sort(whole)[::-1] - reference))),
+                             iterations="", converged=""))
 
-        for n_clusters, name in ((0, "embsolve (eigengap)"), (args.clusters, "embsolve (k given)")):
-            result = run_embsolve_stage(affinity, args.n_eigs, n_clusters, args.tol, args.max_iter,
-                                        args.seed)
-            diff = float(np.max(np.abs(np.array(result["eigenvalues"]) - reference)))
-            rows.append(dict(peer=name, stage="eigenpairs + kmeans", seconds=result["spectral_s"],
-                             ari=adjusted_rand_score(truth, result["labels"]),
-                             n_clusters=result["n_clusters"], max_eig_diff=diff,
-                             iterations=result["iterations"], converged=result["converged"]))
+            for n_clusters, name in ((0, "embsolve (eigengap)"), (args.clusters, "embsolve (k given)")):
+                result = run_embsolve_stage(affinity, args.n_eigs, n_clusters, args.tol, args.max_iter,
+                                            args.seed)
+                diff = float(np.max(np.abs(np.array(result["eigenvalues"]) - reference)))
+                rows.append(dict(peer=name, stage="eigenpairs + kmeans", seconds=result["spectral_s"],
+                                 ari=adjusted_rand_score(truth, result["labels"]),
+                                 n_clusters=result["n_clusters"], max_eig_diff=diff,
+                                 iterations=result["iterations"], converged=result["converged"]))
 
-        if not args.skip_sklearn:
-            for solver, timeout in (("lobpcg", 600.0), ("arpack", args.arpack_timeout)):
-                outcome = timed_in_child(sklearn_stage, (affinity, args.clusters, solver, args.seed),
-                                         timeout)
-                peer = f"sklearn SpectralClustering ({solver})"
-                if outcome is None:
-                    rows.append(dict(peer=peer, stage="eigenpairs + kmeans", seconds=f">{timeout:.0f}",
-                                     ari="timeout", n_clusters=args.clusters, max_eig_diff="",
-                                     iterations="", converged=""))
-                else:
-                    rows.append(dict(peer=peer, stage="eigenpairs + kmeans", seconds=outcome[0],
-                                     ari=adjusted_rand_score(truth, outcome[1]),
-                                     n_clusters=args.clusters, max_eig_diff="", iterations="",
-                                     converged=""))
+            if not args.skip_sklearn:
+                for solver, timeout in (("lobpcg", 600.0), ("arpack", args.arpack_timeout)):
+                    outcome = timed_in_child(sklearn_stage, (affinity, args.clusters, solver, args.seed),
+                                             timeout)
+                    peer = f"sklearn SpectralClustering ({solver})"
+                    if outcome is None:
+                        rows.append(dict(peer=peer, stage="eigenpairs + kmeans", seconds=f">{timeout:.0f}",
+                                         ari="timeout", n_clusters=args.clusters, max_eig_diff="",
+                                         iterations="", converged=""))
+                    else:
+                        rows.append(dict(peer=peer, stage="eigenpairs + kmeans", seconds=outcome[0],
+                                         ari=adjusted_rand_score(truth, outcome[1]),
+                                         n_clusters=args.clusters, max_eig_diff="", iterations="",
+                                         converged=""))
 
         if args.pipeline:
-            for n_ranks in (1, 2):
+            for n_ranks in args.ranks:
                 outcome = run_pipeline(dataset, Path(tmp), n_ranks, args.n_eigs, args.max_iter, args.seed)
                 if outcome is None:
                     continue
                 wall, summary = outcome
                 rows.append(dict(peer=f"embsolve run ({n_ranks} ranks)", stage="whole pipeline",
                                  seconds=wall, ari=summary["results"].get("ari", {}).get("spectral", ""),
-                                 n_clusters=summary["results"]["n_clusters"], max_eig_diff=float(np.max(
+                                 n_clusters=summary["results"]["n_clusters"],
+                                 max_eig_diff="" if reference is None else float(np.max(
                                      np.abs(np.array(summary["results"]["eigenvalues"]) - reference))),
                                  iterations=summary["results"].get("lanczos_iterations", ""),
-                                 converged=summary["results"].get("lanczos_converged", "")))
+                                 converged=summary["results"].get("lanczos_converged", ""),
+                                 knn_s=summary["phases"]["knn"]["max_s"],
+                                 spectral_s=summary["phases"]["spectral"]["max_s"]))
             if not args.skip_sklearn:
                 outcome = timed_in_child(sklearn_pipeline, (embeddings, args.clusters, args.seed), 900)
                 if outcome is not None:
@@ -251,9 +262,9 @@ def main():
 
     path = args.out / f"spectral_{args.n}.csv"
     fields = ["n", "dim", "k", "n_eigs", "peer", "stage", "seconds", "ari", "n_clusters",
-              "max_eig_diff", "iterations", "converged"]
+              "max_eig_diff", "iterations", "converged", "knn_s", "spectral_s"]
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer = csv.DictWriter(handle, fieldnames=fields, restval="")
         writer.writeheader()
         for row in rows:
             writer.writerow(dict(row, n=args.n, dim=args.dim, k=args.k, n_eigs=args.n_eigs))
