@@ -406,7 +406,7 @@ fn run_solvers(
     let start = std::time::Instant::now();
     let mut backend = agree(
         comm,
-        crate::backend::select_knn_backend(config.knn.backend, comm.local_rank()),
+        crate::backend::select_knn_backend(config.knn.backend, config.knn.k, comm.local_rank()),
     )?;
     let backend_name = backend.name().to_string();
     log::info!("knn backend: {backend_name}");

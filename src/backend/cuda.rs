@@ -90,6 +90,17 @@ impl CudaKnn {
     }
 }
 
+/// Whether the CUDA kernels can keep `k` neighbours per query (a config error if not).
+pub fn check_k(k: usize) -> Result<()> {
+    if k > MAX_CANDIDATES {
+        return Err(Error::config(format!(
+            "knn.k = {k} is more than the CUDA backend keeps per query ({MAX_CANDIDATES}); \
+             use knn.backend = \"cpu\" or \"auto\""
+        )));
+    }
+    Ok(())
+}
+
 impl KnnBackend for CudaKnn {
     fn name(&self) -> &'static str {
         "cuda"
@@ -102,12 +113,7 @@ impl KnnBackend for CudaKnn {
         k: usize,
         metric: Metric,
     ) -> Result<()> {
-        if k > MAX_CANDIDATES {
-            return Err(Error::config(format!(
-                "knn.k = {k} is more than the CUDA backend keeps per query ({MAX_CANDIDATES}); \
-                 use knn.backend = \"cpu\""
-            )));
-        }
+        check_k(k)?;
         let dim = queries.ncols();
         let queries: Vec<f32> = queries.iter().copied().collect();
         let engine = KnnTileEngine::begin(

@@ -29,12 +29,26 @@ pub trait KnnBackend {
     fn finish(&mut self) -> Result<KnnLists>;
 }
 
-/// Pick the backend for `knn.backend`. Never panics when CUDA is missing: `auto` falls back to
-/// the CPU, `cuda` is a clear error (exit 2).
-pub fn select_knn_backend(choice: BackendChoice, local_rank: usize) -> Result<Box<dyn KnnBackend>> {
+/// Pick the backend for `knn.backend` and `knn.k`. Never panics when CUDA is missing: `auto` falls
+/// back to the CPU (also when k is more than the GPU kernels keep), `cuda` is a clear error (exit 2).
+pub fn select_knn_backend(
+    choice: BackendChoice,
+    k: usize,
+    local_rank: usize,
+) -> Result<Box<dyn KnnBackend>> {
     match choice {
         BackendChoice::Cpu => Ok(Box::new(cpu::CpuKnn::new())),
-        BackendChoice::Cuda => Ok(Box::new(cuda::CudaKnn::open(local_rank)?)),
+        BackendChoice::Cuda => {
+            cuda::check_k(k)?;
+            Ok(Box::new(cuda::CudaKnn::open(local_rank)?))
+        }
+        BackendChoice::Auto if cuda::check_k(k).is_err() => {
+            log::info!(
+                "knn.backend = auto: knn.k = {k} is more than the CUDA kernels keep per query; kNN \
+                 on the CPU"
+            );
+            Ok(Box::new(cpu::CpuKnn::new()))
+        }
         BackendChoice::Auto => match cuda::CudaKnn::open(local_rank) {
             Ok(backend) => Ok(Box::new(backend)),
             Err(error) => {
@@ -53,19 +67,37 @@ mod tests {
     #[test]
     fn cpu_always_auto_by_gpu_and_cuda_without_gpu_is_a_backend_error() {
         assert_eq!(
-            select_knn_backend(BackendChoice::Cpu, 0).unwrap().name(),
+            select_knn_backend(BackendChoice::Cpu, 16, 0)
+                .unwrap()
+                .name(),
             "cpu"
         );
         let gpu = cuda::CudaKnn::open(0).is_ok();
         assert_eq!(
-            select_knn_backend(BackendChoice::Auto, 1).unwrap().name(),
+            select_knn_backend(BackendChoice::Auto, 16, 1)
+                .unwrap()
+                .name(),
             if gpu { "cuda" } else { "cpu" }
         );
         if !gpu {
-            let err = select_knn_backend(BackendChoice::Cuda, 0).err().unwrap();
+            let err = select_knn_backend(BackendChoice::Cuda, 16, 0)
+                .err()
+                .unwrap();
             assert_eq!(err.kind, ErrorKind::Backend);
             assert_eq!(err.exit_status(), 2);
             assert!(err.message.contains("CUDA"), "{}", err.message);
         }
+        // More neighbours than the GPU kernels keep: auto takes the CPU, cuda is a config error.
+        assert_eq!(
+            select_knn_backend(BackendChoice::Auto, 1000, 0)
+                .unwrap()
+                .name(),
+            "cpu"
+        );
+        let err = select_knn_backend(BackendChoice::Cuda, 1000, 0)
+            .err()
+            .unwrap();
+        assert_eq!(err.exit_status(), 2);
+        assert!(err.message.contains("knn.k = 1000"), "{}", err.message);
     }
 }
