@@ -616,6 +616,21 @@ pub fn lanczos(
 mod simd {
     use crate::kernels::exact::{grid_split, GridSum};
 
+    /// Tests set this to run the baseline kernels on an AVX2 machine.
+    #[cfg(test)]
+    pub static BASELINE_ONLY: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    fn use_avx2() -> bool {
+        #[cfg(test)]
+        if BASELINE_ONLY.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+
     /// Runs `$body` as a function compiled with AVX2 when the CPU has it, else as written.
     macro_rules! dispatch {
         ($name:ident ( $($arg:ident : $ty:ty),* ) $(-> $ret:ty)? $body:block) => {
@@ -629,7 +644,7 @@ mod simd {
             }
 
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if use_avx2() {
                 // SAFETY: the CPU supports AVX2, checked just above.
                 return unsafe { avx2($($arg),*) };
             }
@@ -892,6 +907,30 @@ mod tests {
         }
         let outcome = check_against_dense(6, &matrix, 4, "diagonal");
         assert_eq!(outcome.eigenvalues.len(), 4);
+    }
+
+    #[test]
+    fn baseline_and_avx2_kernels_give_the_same_bits() {
+        let (n, weights) = community_graph(&[700, 600, 500], true, 9);
+        let op = DenseOp {
+            n,
+            values: normalized(n, &weights),
+        };
+        let params = LanczosParams {
+            n_eigs: 5,
+            tol: 1e-10,
+            max_iter: 2000,
+            seed: 1,
+        };
+        let dispatched = lanczos(&op, &SerialReduce, n, 0, &params);
+        simd::BASELINE_ONLY.store(true, std::sync::atomic::Ordering::Relaxed);
+        let baseline = lanczos(&op, &SerialReduce, n, 0, &params);
+        simd::BASELINE_ONLY.store(false, std::sync::atomic::Ordering::Relaxed);
+        assert!(dispatched.converged);
+        assert_eq!(dispatched.iterations, baseline.iterations);
+        let bits = |values: &[f64]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&dispatched.eigenvalues), bits(&baseline.eigenvalues));
+        assert_eq!(bits(&dispatched.vectors), bits(&baseline.vectors));
     }
 
     #[test]
