@@ -528,7 +528,8 @@ def test_scancel_term_mid_knn_then_resubmit_is_bit_identical(slurm, tmp_path):
     """The real binary under the real local Slurm: `scancel --signal=TERM` while the kNN ring runs
     stops every rank at the next safe point (no results, finished stages kept); a resubmitted job
     resumes and its results equal an uninterrupted run's bit for bit."""
-    generate(tmp_path / "data", 24000, dim=96, clusters=12, shards=4)
+    # dim 384: the kNN ring runs for seconds even on an idle machine, so the signal lands mid-ring.
+    generate(tmp_path / "data", 24000, dim=384, clusters=12, shards=4)
     config = write_config(tmp_path / "c.toml", "data", "results/r", knn={"k": 10}, spectral={"n_eigs": 8},
                           run={"threads": 1})
     reference = mpirun_reference(tmp_path, 2, config, "results/reference")
