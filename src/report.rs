@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 const WIDTH: u32 = 900;
 const HEIGHT: u32 = 520;
-const FONT: &str = "sans-serif";
+/// The font family every plot uses (registered by `register_font`).
+pub const FONT: &str = "sans-serif";
 /// Where Debian's fonts-dejavu-core puts its sans face (scripts/deps.sh installs it).
 const FONT_PATHS: [&str; 3] = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -155,7 +156,8 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     Ok(page)
 }
 
-fn register_font() -> Result<()> {
+/// Register DejaVu Sans as `FONT` with plotters (once per process is enough).
+pub fn register_font() -> Result<()> {
     for path in FONT_PATHS {
         if let Ok(bytes) = std::fs::read(path) {
             let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());

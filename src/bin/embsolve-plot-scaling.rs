@@ -2,29 +2,13 @@
 //! `slurm/scaling.sh` writes (`DIR/scaling_strong.csv`, `DIR/scaling_weak.csv`): time per phase
 //! against ranks, strong-scaling speed-up against the ideal, and strong and weak efficiency.
 
+use embsolve::report::FONT;
+use embsolve::telemetry::PHASES;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
 const WIDTH: u32 = 900;
 const HEIGHT: u32 = 560;
-const FONT: &str = "sans-serif";
-/// Where Debian's fonts-dejavu-core puts its sans face (scripts/deps.sh installs it).
-const FONT_PATHS: [&str; 3] = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-];
-const PHASES: [&str; 9] = [
-    "read",
-    "preprocess",
-    "knn",
-    "graph",
-    "components",
-    "pagerank",
-    "spectral",
-    "fft",
-    "write",
-];
 
 /// One row of a scaling CSV: one run.
 #[derive(Debug, Clone)]
@@ -79,7 +63,7 @@ fn plot_all(dir: &Path) -> Result<Vec<PathBuf>, String> {
             dir.display()
         ));
     }
-    register_font()?;
+    embsolve::report::register_font().map_err(|e| e.message)?;
     let mut written = Vec::new();
     // Time per phase: the strong series when there is one (fixed work), else the weak one.
     let main = series
@@ -152,17 +136,6 @@ fn read_csv(path: &Path) -> Result<Vec<Run>, String> {
     }
     runs.sort_by_key(|r| r.n_ranks);
     Ok(runs)
-}
-
-fn register_font() -> Result<(), String> {
-    for path in FONT_PATHS {
-        if let Ok(bytes) = std::fs::read(path) {
-            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-            return plotters::style::register_font(FONT, FontStyle::Normal, bytes)
-                .map_err(|_| format!("{path} is not a usable font"));
-        }
-    }
-    Err("no DejaVuSans.ttf found (install Debian's fonts-dejavu-core)".to_string())
 }
 
 fn draw_error<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> String + '_ {

@@ -2,6 +2,7 @@
 //! `manifest.json` order), each holding a 2-D `rows x dim` dataset (`input.column`, f16/f32/f64)
 //! and optionally a 1-D id dataset (int64 or variable-length strings) and a 1-D label dataset.
 
+use super::input_error;
 use super::manifest::Manifest;
 use super::{shard_files, Columns, DatasetInfo, Format, IdKind, IdValues, Piece, Shard};
 use crate::error::{Error, Result};
@@ -9,10 +10,6 @@ use hdf5::types::{FloatSize, TypeDescriptor, VarLenAscii, VarLenUnicode};
 use ndarray::s;
 use std::ops::Range;
 use std::path::Path;
-
-fn input_error(path: &Path, message: impl std::fmt::Display) -> Error {
-    Error::input(format!("{}: {message}", path.display()))
-}
 
 fn open(path: &Path) -> Result<hdf5::File> {
     hdf5::File::open(path).map_err(|e| input_error(path, format!("cannot open as HDF5: {e}")))
@@ -119,19 +116,7 @@ pub(crate) fn scan(
             }
             _ => None,
         };
-        ids = match ids {
-            None => Some(this_ids),
-            Some(kind) if kind == this_ids => Some(kind),
-            Some(_) => {
-                return Err(input_error(
-                    &file_path,
-                    format!(
-                    "the id dataset {:?} is present or typed differently than in the first shard",
-                    columns.id_column
-                ),
-                ))
-            }
-        };
+        super::agree_id_kind(&mut ids, this_ids, &file_path, &columns.id_column)?;
         if want_labels {
             let labels = file.dataset(&columns.label_column).map_err(|_| {
                 input_error(

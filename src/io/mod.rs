@@ -423,6 +423,32 @@ pub(crate) fn shard_files(
     Ok(files)
 }
 
+/// An input error naming the file.
+pub(crate) fn input_error(path: &Path, message: impl std::fmt::Display) -> Error {
+    Error::input(format!("{}: {message}", path.display()))
+}
+
+/// Fold one shard's id kind (`None`: no id column) into the kind of the shards before it: every
+/// shard must have the id column `id_column`, with one type, or none must.
+pub(crate) fn agree_id_kind(
+    seen: &mut Option<Option<IdKind>>,
+    this: Option<IdKind>,
+    file: &Path,
+    id_column: &str,
+) -> Result<()> {
+    match seen {
+        None => *seen = Some(this),
+        Some(kind) if *kind == this => {}
+        Some(_) => {
+            return Err(input_error(
+                file,
+                format!("the id column {id_column:?} is missing or typed differently than in the first shard"),
+            ))
+        }
+    }
+    Ok(())
+}
+
 /// Lay shards end to end: assign `row_start` in order.
 pub(crate) fn number_rows(shards: &mut [Shard]) -> usize {
     let mut next = 0;

@@ -12,6 +12,7 @@
 //! Numeric dtypes only (float16/32/64 and integers, either byte order, C order); an object array
 //! (what `write_numpy` makes of a ragged column) or a Fortran-order array is an input error.
 
+use super::input_error;
 use super::manifest::Manifest;
 use super::{shard_files, Columns, DatasetInfo, Format, IdKind, IdValues, Piece, Shard};
 use crate::error::{Error, Result};
@@ -62,10 +63,6 @@ impl Header {
             _ => self.descr.clone(),
         }
     }
-}
-
-fn input_error(path: &Path, message: impl std::fmt::Display) -> Error {
-    Error::input(format!("{}: {message}", path.display()))
 }
 
 /// Read and check the header of `path`.

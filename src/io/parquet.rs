@@ -5,6 +5,7 @@
 //! pickled its extension metadata, which Arrow cannot decode): files are opened with
 //! `skip_arrow_metadata`, and the dimension comes from the data, every row checked.
 
+use super::input_error;
 use super::manifest::Manifest;
 use super::{shard_files, Columns, DatasetInfo, Format, IdKind, IdValues, Piece, Shard};
 use crate::error::{Error, Result};
@@ -25,10 +26,6 @@ use std::sync::Arc;
 
 /// Rows per decoded batch (bounds the transient memory of a read).
 const BATCH_ROWS: usize = 8192;
-
-fn input_error(path: &Path, message: impl std::fmt::Display) -> Error {
-    Error::input(format!("{}: {message}", path.display()))
-}
 
 fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>> {
     let file =
@@ -409,19 +406,7 @@ pub(crate) fn scan(
             }
             _ => None,
         };
-        ids = match ids {
-            None => Some(this_ids),
-            Some(kind) if kind == this_ids => Some(kind),
-            Some(_) => {
-                return Err(input_error(
-                    &file_path,
-                    format!(
-                        "the id column {:?} is missing or typed differently than in the first file",
-                        columns.id_column
-                    ),
-                ))
-            }
-        };
+        super::agree_id_kind(&mut ids, this_ids, &file_path, &columns.id_column)?;
         if want_labels {
             let i = column_index(&file_path, &schema, &columns.label_column)?;
             id_kind_of(&file_path, schema.field(i))?;
