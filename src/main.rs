@@ -2,7 +2,7 @@
 //! errors to exit statuses (0 ok, 2 usage/config/input, 1 anything else), the same on every rank.
 
 use clap::{Parser, Subcommand};
-use embsolve::comm::{Comm, MpiComm};
+use embsolve::comm::{Comm, MpiComm, SerialComm};
 use embsolve::config::RunConfig;
 use embsolve::pipeline::{self, RunOptions};
 use embsolve::Error;
@@ -206,6 +206,20 @@ fn abort_on_panic() {
     }));
 }
 
+/// MPI when a launcher started this process (or `EMBSOLVE_MPI=1`), else one rank without MPI.
+fn open_comm() -> Box<dyn Comm> {
+    if !embsolve::comm::launched_by_mpi() {
+        return Box::new(SerialComm);
+    }
+    match MpiComm::init() {
+        Some(comm) => Box::new(comm),
+        None => {
+            eprintln!("embsolve: MPI was already initialised");
+            std::process::exit(1);
+        }
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let status = match cli.command {
@@ -214,15 +228,13 @@ fn main() {
             set,
             resume,
         } => {
-            let Some(comm) = MpiComm::init() else {
-                eprintln!("embsolve: MPI was already initialised");
-                std::process::exit(1);
-            };
+            let comm = open_comm();
+            let comm = comm.as_ref();
             init_logging(comm.rank(), comm.size());
             abort_on_panic();
             embsolve::signals::install();
-            let outcome = pipeline::agree(&comm, RunConfig::load(&config, &set)).and_then(|cfg| {
-                pipeline::run(&comm, &cfg, &RunOptions { resume }).map(|s| (cfg, s))
+            let outcome = pipeline::agree(comm, RunConfig::load(&config, &set)).and_then(|cfg| {
+                pipeline::run(comm, &cfg, &RunOptions { resume }).map(|s| (cfg, s))
             });
             match outcome {
                 Ok((cfg, summary)) => {
@@ -270,12 +282,11 @@ fn main() {
             }
         }
         Command::Selftest { filter } => {
-            let Some(comm) = MpiComm::init() else {
-                std::process::exit(1);
-            };
+            let comm = open_comm();
+            let comm = comm.as_ref();
             init_logging(comm.rank(), comm.size());
             abort_on_panic();
-            let failures = embsolve::selftest::run(&comm, filter.as_deref());
+            let failures = embsolve::selftest::run(comm, filter.as_deref());
             i32::from(failures > 0)
         }
     };

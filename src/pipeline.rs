@@ -527,7 +527,12 @@ fn run_solvers(
             None => {
                 let outcome = agree(
                     comm,
-                    crate::dist::spectral::spectral_clustering(comm, &graph, &config.spectral),
+                    crate::dist::spectral::spectral_clustering(
+                        comm,
+                        &graph,
+                        &config.spectral,
+                        local.component_labels.as_deref(),
+                    ),
                 )?;
                 agree(comm, checkpoints.save("spectral", &save_spectral(&outcome)))?;
                 outcome

@@ -22,6 +22,10 @@ pub fn checks() -> Vec<(&'static str, Check)> {
         ("graph_build", check_graph_build),
         ("graph_components", check_graph_components),
         ("graph_pagerank", check_graph_pagerank),
+        (
+            "spectral_component_vectors",
+            check_spectral_component_vectors,
+        ),
         ("spectral_lanczos", check_spectral_lanczos),
         ("spectral_kmeans", check_spectral_kmeans),
         ("spectral_clustering", check_spectral_clustering),
@@ -587,6 +591,38 @@ fn check_graph_components(comm: &dyn Comm) -> Result<(), String> {
     Ok(())
 }
 
+/// The eigenvalue-1 vectors known from the components (the spectral deflation) equal the serial
+/// ones bit for bit, with few (all kept) and many (largest kept) components.
+fn check_spectral_component_vectors(comm: &dyn Comm) -> Result<(), String> {
+    for case in graph_cases(None) {
+        let (graph, serial) = case.build(comm)?;
+        let (labels, _) = crate::dist::components::connected_components(comm, &graph);
+        let (serial_labels, _) =
+            crate::dist::components::connected_components(&SerialComm, &serial);
+        for n_eigs in [3, 64] {
+            let known =
+                crate::dist::spectral::component_eigenpairs(comm, &labels, &graph.degrees, n_eigs);
+            let whole = crate::dist::spectral::component_eigenpairs(
+                &SerialComm,
+                &serial_labels,
+                &serial.degrees,
+                n_eigs,
+            );
+            let width = whole.values.len();
+            let range = graph.layout.range(comm.rank());
+            if known.values != whole.values
+                || known.vectors[..] != whole.vectors[range.start * width..range.end * width]
+            {
+                return Err(format!(
+                    "{} (n_eigs {n_eigs}): component vectors differ from the serial ones",
+                    case.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// PageRank scores equal the serial run's bit for bit, and the dense power iteration to 1e-9 (L1).
 fn check_graph_pagerank(comm: &dyn Comm) -> Result<(), String> {
     let params = crate::config::PagerankSection::default();
@@ -732,12 +768,13 @@ fn check_spectral_lanczos(comm: &dyn Comm) -> Result<(), String> {
             n,
             range.start,
             &params,
+            None,
         );
         let serial_op = DenseOp {
             n,
             values: matrix.clone(),
         };
-        let serial = lanczos(&serial_op, &SerialReduce, n, 0, &params);
+        let serial = lanczos(&serial_op, &SerialReduce, n, 0, &params, None);
         if !distributed.converged {
             return Err(format!("{label}: not converged"));
         }
@@ -833,12 +870,13 @@ fn check_spectral_clustering(comm: &dyn Comm) -> Result<(), String> {
         n,
         range.start,
         &params,
+        None,
     );
     let serial_op = DenseOp {
         n,
         values: matrix.clone(),
     };
-    let serial = spectral_on_operator(&serial_op, &SerialReduce, n, 0, &params);
+    let serial = spectral_on_operator(&serial_op, &SerialReduce, n, 0, &params, None);
     if distributed.eigenvalues != serial.eigenvalues {
         return Err(format!(
             "eigenvalues {:?} != serial {:?}",

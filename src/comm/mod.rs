@@ -117,6 +117,36 @@ pub fn exscan_u64(comm: &dyn Comm, value: u64) -> (u64, u64) {
     (before, all.iter().sum())
 }
 
+/// Environment variables that MPI launchers (Open MPI's mpirun, PMIx, MPICH/Intel MPI's hydra,
+/// Slurm's srun, Cray PALS/ALPS, MVAPICH) set in every process they start.
+const LAUNCHER_VARIABLES: &[&str] = &[
+    "OMPI_COMM_WORLD_SIZE",
+    "PMIX_RANK",
+    "PMI_RANK",
+    "PMI_SIZE",
+    "PMI_FD",
+    "SLURM_PROCID",
+    "MV2_COMM_WORLD_RANK",
+    "PALS_RANKID",
+    "ALPS_APP_PE",
+];
+
+/// Set to `1` to initialise MPI even without a launcher (a singleton MPI job), `0` never to.
+pub const MPI_SWITCH_VARIABLE: &str = "EMBSOLVE_MPI";
+
+/// Whether this process should initialise MPI: it was started by a launcher (or `EMBSOLVE_MPI=1`).
+/// A process started alone is one rank either way; without MPI it skips the singleton start-up
+/// (Open MPI spawns an `orted` for it, a few hundred milliseconds) and runs on `SerialComm`.
+pub fn launched_by_mpi() -> bool {
+    match std::env::var(MPI_SWITCH_VARIABLE).ok().as_deref() {
+        Some("1") => true,
+        Some("0") => false,
+        _ => LAUNCHER_VARIABLES
+            .iter()
+            .any(|name| std::env::var_os(name).is_some()),
+    }
+}
+
 /// True on every rank when `flag` is true on any rank.
 pub fn any(comm: &dyn Comm, flag: bool) -> bool {
     let mut value = [flag as u64];

@@ -3,15 +3,18 @@
 //! largest eigengap (when not given), and k-means on the embedding. Every step uses exact
 //! reductions, so the results do not depend on the number of ranks.
 
-use crate::comm::Comm;
+use crate::comm::{self, Comm};
 use crate::config::SpectralSection;
+use crate::dist::components::connected_components;
 use crate::dist::graph::DistGraph;
 use crate::dist::CommReduce;
 use crate::error::{Error, Result};
+use crate::kernels::exact::ExactSum;
 use crate::kernels::kmeans::{kmeans, KmeansParams};
-use crate::kernels::lanczos::{lanczos, LanczosParams};
+use crate::kernels::lanczos::{lanczos, KnownEigenpairs, LanczosParams};
 use crate::kernels::linop::{LinOp, Reduce};
 use ndarray::Array2;
+use std::collections::BTreeMap;
 
 /// k-means++ starts (the best inertia wins) and Lloyd iterations per start.
 const KMEANS_STARTS: usize = 8;
@@ -31,11 +34,13 @@ pub struct SpectralOutcome {
     pub converged: bool,
 }
 
-/// Spectral clustering of the graph. Collective over `comm`.
+/// Spectral clustering of the graph. Collective over `comm`. `component_labels` are this rank's
+/// connected-component labels when the caller has them (they are computed here otherwise).
 pub fn spectral_clustering(
     comm: &dyn Comm,
     graph: &DistGraph,
     params: &SpectralSection,
+    component_labels: Option<&[i64]>,
 ) -> Result<SpectralOutcome> {
     let n_rows = graph.layout.n_rows;
     if params.n_eigs > n_rows {
@@ -44,6 +49,15 @@ pub fn spectral_clustering(
             params.n_eigs
         )));
     }
+    let computed;
+    let labels = match component_labels {
+        Some(labels) => labels,
+        None => {
+            computed = connected_components(comm, graph).0;
+            &computed
+        }
+    };
+    let known = component_eigenpairs(comm, labels, &graph.degrees, params.n_eigs);
     let operator = graph.normalized_adjacency(comm);
     let row_start = graph.layout.start(comm.rank());
     Ok(spectral_on_operator(
@@ -52,7 +66,77 @@ pub fn spectral_clustering(
         n_rows,
         row_start,
         params,
+        Some(&known),
     ))
+}
+
+/// The eigenvalue-1 eigenvectors of D^-1/2 W D^-1/2 that the connected components give exactly:
+/// for a component C of positive degree, y_i = sqrt(d_i / d_C) on its rows (d_C = sum of its
+/// degrees) and 0 elsewhere, since (D^-1/2 W D^-1/2 D^1/2 1_C)_i = d_i^-1/2 sum_j w_ij = d_i^1/2.
+/// Disjoint supports make them orthonormal. At most `n_eigs` are returned: all components when
+/// there are no more than that, else the largest (by rows, then smallest label), since the
+/// eigenvalue 1 then fills every wanted slot. Degree sums are exact, so the vectors have the same
+/// bits for any rank count. Gathers one (label, rows) pair per component present on each rank.
+/// `labels` and `degrees` are this rank's rows (labels as `connected_components` gives them).
+pub fn component_eigenpairs(
+    comm: &dyn Comm,
+    labels: &[i64],
+    degrees: &[f64],
+    n_eigs: usize,
+) -> KnownEigenpairs {
+    assert_eq!(labels.len(), degrees.len(), "one label and degree per row");
+    let n_local = labels.len();
+    let mut local_sizes: BTreeMap<u64, u64> = BTreeMap::new();
+    for (&label, &degree) in labels.iter().zip(degrees) {
+        if degree > 0.0 {
+            *local_sizes.entry(label as u64).or_default() += 1;
+        }
+    }
+    let flat: Vec<u64> = local_sizes.iter().flat_map(|(&l, &n)| [l, n]).collect();
+    let (gathered, _) = comm::allgatherv(comm, &flat);
+    let mut sizes: BTreeMap<u64, u64> = BTreeMap::new();
+    for pair in gathered.chunks_exact(2) {
+        *sizes.entry(pair[0]).or_default() += pair[1];
+    }
+    let mut components: Vec<(u64, u64)> = sizes.into_iter().collect();
+    let n_components = components.len();
+    if n_components > n_eigs {
+        components.sort_by_key(|&(label, rows)| (std::cmp::Reverse(rows), label));
+        components.truncate(n_eigs);
+        components.sort_unstable();
+    }
+    let column_of: BTreeMap<u64, usize> = components
+        .iter()
+        .enumerate()
+        .map(|(column, &(label, _))| (label, column))
+        .collect();
+    let n_known = components.len();
+    let mut degree_sums = vec![ExactSum::default(); n_known];
+    for (&label, &degree) in labels.iter().zip(degrees) {
+        if let Some(&column) = column_of.get(&(label as u64)) {
+            degree_sums[column].add(degree);
+        }
+    }
+    CommReduce(comm).sum_exact(&mut degree_sums);
+    let totals: Vec<f64> = degree_sums.iter().map(ExactSum::value).collect();
+    let mut vectors = vec![0.0; n_local * n_known];
+    for (row, (&label, &degree)) in labels.iter().zip(degrees).enumerate() {
+        if let Some(&column) = column_of.get(&(label as u64)) {
+            if degree > 0.0 && totals[column] > 0.0 {
+                vectors[row * n_known + column] = (degree / totals[column]).sqrt();
+            }
+        }
+    }
+    if n_known > 0 {
+        log::info!(
+            "spectral: {n_components} connected components; {n_known} eigenvalue-1 vectors \
+             known from them, Lanczos searches the rest"
+        );
+    }
+    KnownEigenpairs {
+        values: vec![1.0; n_known],
+        vectors,
+    }
 }
 
 /// Spectral clustering of any symmetric operator distributed by rows (global rows
@@ -63,6 +147,7 @@ pub fn spectral_on_operator(
     n_rows: usize,
     row_start: usize,
     params: &SpectralSection,
+    known: Option<&KnownEigenpairs>,
 ) -> SpectralOutcome {
     let lanczos_params = LanczosParams {
         n_eigs: params.n_eigs,
@@ -70,7 +155,7 @@ pub fn spectral_on_operator(
         max_iter: params.max_iter,
         seed: params.seed,
     };
-    let eigen = lanczos(operator, reduce, n_rows, row_start, &lanczos_params);
+    let eigen = lanczos(operator, reduce, n_rows, row_start, &lanczos_params, known);
     let n_eigs = eigen.eigenvalues.len();
     let n_local = operator.local_len();
     log::info!(
@@ -167,7 +252,7 @@ pub fn normalized_rows(vectors: &[f64], width: usize, n_columns: usize) -> Vec<f
 mod tests {
     use super::*;
     use crate::kernels::lanczos::hashed_uniform;
-    use crate::kernels::linop::{DenseOp, SerialReduce};
+    use crate::kernels::linop::{DenseOp, LinOp, SerialReduce};
 
     /// Planted partition: `k` groups of `size` rows (interleaved: row r is in group r % k), dense
     /// inside a group, sparse across; the normalised adjacency as a dense operator.
@@ -206,7 +291,7 @@ mod tests {
             n_eigs: 10,
             ..Default::default()
         };
-        let outcome = spectral_on_operator(&op, &SerialReduce, op.n, 0, &params);
+        let outcome = spectral_on_operator(&op, &SerialReduce, op.n, 0, &params, None);
         assert!(outcome.converged);
         assert_eq!(
             outcome.n_clusters, 5,
@@ -223,6 +308,111 @@ mod tests {
             let norm: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
             assert!((norm - 1.0).abs() < 1e-5);
         }
+    }
+
+    /// Disconnected groups of the given sizes (rows in order), each a ring plus random chords;
+    /// the normalised adjacency, the degrees and the component labels (smallest row of each).
+    fn components_graph(sizes: &[usize], seed: u64) -> (DenseOp, Vec<f64>, Vec<i64>) {
+        let n: usize = sizes.iter().sum();
+        let mut labels = Vec::with_capacity(n);
+        let mut first = 0;
+        for &size in sizes {
+            labels.extend(std::iter::repeat_n(first as i64, size));
+            first += size;
+        }
+        let mut weights = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..i {
+                let u = hashed_uniform(seed, 0, (i * n + j) as u64) * 0.5 + 0.5;
+                if labels[i] == labels[j] && (u < 0.2 || j + 1 == i) {
+                    weights[i * n + j] = 0.5 + u;
+                    weights[j * n + i] = 0.5 + u;
+                }
+            }
+        }
+        let degrees: Vec<f64> = (0..n)
+            .map(|i| weights[i * n..(i + 1) * n].iter().sum())
+            .collect();
+        let mut values = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                if weights[i * n + j] > 0.0 {
+                    values[i * n + j] = weights[i * n + j] / (degrees[i] * degrees[j]).sqrt();
+                }
+            }
+        }
+        (DenseOp { n, values }, degrees, labels)
+    }
+
+    #[test]
+    fn known_component_vectors_give_the_dense_eigenvalues_and_the_same_clusters() {
+        let (op, degrees, labels) = components_graph(&[40, 25, 60, 35], 7);
+        let params = SpectralSection {
+            n_eigs: 7,
+            n_clusters: 4,
+            tol: 1e-10,
+            ..Default::default()
+        };
+        let known = component_eigenpairs(&crate::comm::SerialComm, &labels, &degrees, 7);
+        assert_eq!(known.values, vec![1.0; 4]);
+        // Each known vector is an eigenvector: A y = y.
+        for column in 0..4 {
+            let y: Vec<f64> = (0..op.n).map(|r| known.vectors[r * 4 + column]).collect();
+            let mut ay = vec![0.0; op.n];
+            op.apply(&y, &mut ay);
+            let residual = ay.iter().zip(&y).map(|(a, b)| (a - b).powi(2)).sum::<f64>();
+            assert!(residual.sqrt() < 1e-12, "column {column}: {residual}");
+        }
+        let deflated = spectral_on_operator(&op, &SerialReduce, op.n, 0, &params, Some(&known));
+        let plain = spectral_on_operator(&op, &SerialReduce, op.n, 0, &params, None);
+        assert!(deflated.converged && plain.converged);
+        let (dense, _) = crate::kernels::lanczos::dense_symmetric_eigen(op.n, &op.values);
+        for (i, ((d, p), e)) in deflated
+            .eigenvalues
+            .iter()
+            .zip(&plain.eigenvalues)
+            .zip(&dense)
+            .enumerate()
+        {
+            assert!(
+                (d - e).abs() < 1e-8,
+                "eigenvalue {i}: deflated {d}, dense {e}"
+            );
+            assert!((p - e).abs() < 1e-8, "eigenvalue {i}: plain {p}, dense {e}");
+        }
+        assert!(deflated.iterations < plain.iterations);
+        // The components are the clusters, found both ways.
+        let truth: Vec<i64> = labels.clone();
+        for outcome in [&deflated, &plain] {
+            let predicted: Vec<i64> = outcome.labels.iter().map(|&l| l as i64).collect();
+            let table = crate::dist::ari::contingency(&truth, &predicted);
+            assert_eq!(crate::dist::ari::ari_from_contingency(&table), 1.0);
+        }
+    }
+
+    #[test]
+    fn more_components_than_eigenpairs_keeps_the_largest() {
+        let (op, degrees, labels) = components_graph(&[12, 30, 18, 30, 9], 3);
+        let known = component_eigenpairs(&crate::comm::SerialComm, &labels, &degrees, 3);
+        assert_eq!(known.values.len(), 3);
+        // Sizes 30 (label 12), 30 (label 60), 18 (label 42), in label order.
+        let support: Vec<i64> = (0..3)
+            .map(|column| {
+                let row = (0..op.n)
+                    .find(|&r| known.vectors[r * 3 + column] > 0.0)
+                    .expect("non-empty support");
+                labels[row]
+            })
+            .collect();
+        assert_eq!(support, vec![12, 42, 60]);
+        let params = SpectralSection {
+            n_eigs: 3,
+            n_clusters: 3,
+            ..Default::default()
+        };
+        let outcome = spectral_on_operator(&op, &SerialReduce, op.n, 0, &params, Some(&known));
+        assert!(outcome.converged);
+        assert!(outcome.eigenvalues.iter().all(|&v| v == 1.0));
     }
 
     #[test]

@@ -43,6 +43,16 @@ pub struct LanczosOutcome {
     pub converged: bool,
 }
 
+/// Eigenpairs known before the iteration starts (for the normalised adjacency: the eigenvalue 1 of
+/// each connected component, whose vector is D^1/2 times the component's indicator). They are
+/// locked as the first basis columns, so Lanczos searches only their orthogonal complement.
+#[derive(Debug, Clone, Default)]
+pub struct KnownEigenpairs {
+    pub values: Vec<f64>,
+    /// This rank's rows of orthonormal vectors, row-major (`local_len` x `values.len()`).
+    pub vectors: Vec<f64>,
+}
+
 /// Rows per parallel chunk of the vector kernels.
 const CHUNK_ROWS: usize = 512;
 const _: () = assert!(CHUNK_ROWS * 8 <= GRID_SUM_TERMS);
@@ -444,6 +454,59 @@ impl Solver<'_> {
         }
     }
 
+    /// Put the known eigenvectors in columns 0..n and measure their residuals ||A y - theta y||
+    /// (one operator application each); converged when every residual is within the tolerance.
+    fn lock_known(&mut self, known: &KnownEigenpairs) -> (Vec<f64>, bool) {
+        let n = known.values.len();
+        let local_len = self.basis.local_len;
+        assert_eq!(known.vectors.len(), local_len * n, "known vectors' shape");
+        for column in 0..n {
+            for row in 0..local_len {
+                self.x[row] = known.vectors[row * n + column];
+            }
+            self.basis.set_column(column, &self.x, 1.0);
+        }
+        let scale = known
+            .values
+            .iter()
+            .fold(0.0f64, |m, v| m.max(v.abs()))
+            .max(f64::MIN_POSITIVE);
+        let mut residuals = Vec::with_capacity(n);
+        for (column, &value) in known.values.iter().enumerate() {
+            self.basis.column(column, &mut self.x);
+            self.op.apply(&self.x, &mut self.w);
+            self.iterations += 1;
+            for (w, x) in self.w.iter_mut().zip(&self.x) {
+                *w -= value * x;
+            }
+            residuals.push(self.norm_w());
+        }
+        let converged = residuals.iter().all(|&r| r <= self.tol * scale);
+        (residuals, converged)
+    }
+
+    /// The first `eigenvalues.len()` basis columns as this rank's rows of the eigenvectors.
+    fn outcome(
+        &self,
+        eigenvalues: Vec<f64>,
+        residuals: Vec<f64>,
+        converged: bool,
+    ) -> LanczosOutcome {
+        let n_out = eigenvalues.len();
+        let capacity = self.basis.capacity;
+        let mut vectors = Vec::with_capacity(self.basis.local_len * n_out);
+        for row in 0..self.basis.local_len {
+            vectors.extend_from_slice(&self.basis.data[row * capacity..row * capacity + n_out]);
+        }
+        LanczosOutcome {
+            eigenvalues,
+            vectors,
+            residuals,
+            iterations: self.iterations,
+            converged,
+        }
+    }
+
     /// Flip each of columns 0..n so its largest-magnitude entry (smallest global row on ties) is
     /// positive.
     fn fix_signs(&mut self, n: usize) {
@@ -516,18 +579,24 @@ fn leading_columns(matrix: &[f64], size: usize, n_out: usize) -> Vec<f64> {
 /// The `params.n_eigs` largest eigenpairs of the symmetric operator `op` (distributed by rows:
 /// this rank holds global rows `row_start..row_start + op.local_len()` of `n_global`).
 /// Collective: every rank calls it with the same parameters. `n_eigs` is clamped to `n_global`.
+/// `known` eigenpairs (at most `n_eigs`; the same on every rank) are returned as given, with their
+/// residuals measured, and the rest are searched for in their orthogonal complement.
 pub fn lanczos(
     op: &dyn LinOp,
     reduce: &dyn Reduce,
     n_global: usize,
     row_start: usize,
     params: &LanczosParams,
+    known: Option<&KnownEigenpairs>,
 ) -> LanczosOutcome {
     let n_eigs = params.n_eigs.min(n_global);
     let local_len = op.local_len();
-    let active = (n_eigs + EXTRA_BASIS).max(2 * n_eigs).min(n_global);
+    let n_known = known.map_or(0, |k| k.values.len());
+    assert!(n_known <= n_eigs, "more known eigenpairs than wanted");
+    let want = n_eigs - n_known;
+    let active = (want + EXTRA_BASIS).max(2 * want).min(n_global - n_known);
     let check_active = CHECK_BASIS.min(n_global - n_eigs);
-    let capacity = active.max(n_eigs + check_active) + 1;
+    let capacity = (n_known + active).max(n_eigs + check_active) + 1;
     let mut solver = Solver {
         op,
         reduce,
@@ -552,10 +621,37 @@ pub fn lanczos(
         };
     }
 
-    let found = solver.search(0, n_eigs, active, None);
-    let mut eigenvalues = found.values;
-    let mut residuals = found.residuals;
-    let mut converged = found.converged;
+    let mut eigenvalues = Vec::with_capacity(n_eigs);
+    let mut residuals = Vec::with_capacity(n_eigs);
+    let mut converged = true;
+    if let Some(known) = known.filter(|k| !k.values.is_empty()) {
+        let (known_residuals, known_converged) = solver.lock_known(known);
+        eigenvalues.extend_from_slice(&known.values);
+        residuals.extend(known_residuals);
+        converged = known_converged;
+    }
+    if want > 0 {
+        let found = solver.search(n_known, want, active, None);
+        eigenvalues.extend(found.values);
+        residuals.extend(found.residuals);
+        converged &= found.converged;
+        // Descending order over known and found pairs (columns follow).
+        for position in 1..eigenvalues.len() {
+            let mut at = position;
+            while at > 0 && eigenvalues[at - 1] < eigenvalues[at] {
+                eigenvalues.swap(at - 1, at);
+                residuals.swap(at - 1, at);
+                solver.basis.swap_columns(at - 1, at);
+                at -= 1;
+            }
+        }
+    }
+    if eigenvalues.len() < n_eigs {
+        // The search ran out of budget before it had the wanted number of Ritz pairs.
+        let n_out = eigenvalues.len();
+        solver.fix_signs(n_out);
+        return solver.outcome(eigenvalues, residuals, false);
+    }
 
     // Check for eigenvalues the first Krylov sequence missed (repeated eigenvalues): search the
     // complement of the converged vectors from a fresh start; swap in anything larger.
@@ -597,17 +693,7 @@ pub fn lanczos(
 
     let n_out = eigenvalues.len();
     solver.fix_signs(n_out);
-    let mut vectors = Vec::with_capacity(local_len * n_out);
-    for row in 0..local_len {
-        vectors.extend_from_slice(&solver.basis.data[row * capacity..row * capacity + n_out]);
-    }
-    LanczosOutcome {
-        eigenvalues,
-        vectors,
-        residuals,
-        iterations: solver.iterations,
-        converged,
-    }
+    solver.outcome(eigenvalues, residuals, converged)
 }
 
 /// The per-row vector kernels of the basis, compiled twice: for the baseline target and with AVX2,
@@ -800,7 +886,7 @@ mod tests {
             max_iter: 5000,
             seed: 3,
         };
-        let outcome = lanczos(&op, &SerialReduce, n, 0, &params);
+        let outcome = lanczos(&op, &SerialReduce, n, 0, &params, None);
         assert!(outcome.converged, "{label}: not converged");
         let (values, vectors) = dense_symmetric_eigen(n, matrix);
         for (i, (found, expected)) in outcome.eigenvalues.iter().zip(&values).enumerate() {
@@ -922,9 +1008,9 @@ mod tests {
             max_iter: 2000,
             seed: 1,
         };
-        let dispatched = lanczos(&op, &SerialReduce, n, 0, &params);
+        let dispatched = lanczos(&op, &SerialReduce, n, 0, &params, None);
         simd::BASELINE_ONLY.store(true, std::sync::atomic::Ordering::Relaxed);
-        let baseline = lanczos(&op, &SerialReduce, n, 0, &params);
+        let baseline = lanczos(&op, &SerialReduce, n, 0, &params, None);
         simd::BASELINE_ONLY.store(false, std::sync::atomic::Ordering::Relaxed);
         assert!(dispatched.converged);
         assert_eq!(dispatched.iterations, baseline.iterations);
@@ -946,7 +1032,7 @@ mod tests {
             max_iter: 15,
             seed: 0,
         };
-        let outcome = lanczos(&op, &SerialReduce, n, 0, &params);
+        let outcome = lanczos(&op, &SerialReduce, n, 0, &params, None);
         assert!(!outcome.converged);
         assert_eq!(outcome.iterations, 15);
         assert_eq!(outcome.eigenvalues.len(), 12);
