@@ -141,7 +141,7 @@ mod tests {
             assert!((a - b).abs() <= 1e-14, "row {row}: {a} vs naive {b}");
         }
         // The documented order: entry e to sum e mod 4, then (s0 + s1) + (s2 + s3).
-        for row in 0..n_rows {
+        for (row, &found) in y.iter().enumerate() {
             let (cols, values) = csr.row(row);
             let mut lanes = [0.0f64; 4];
             for (e, (&c, &v)) in cols.iter().zip(values).enumerate() {
