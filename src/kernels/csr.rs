@@ -148,7 +148,7 @@ mod tests {
                 lanes[e % 4] += v * x[c as usize];
             }
             assert_eq!(
-                y[row],
+                found,
                 (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]),
                 "row {row}"
             );
