@@ -8,9 +8,10 @@ Sets (made by `scripts/fetch_data.sh hmmer-examples kaptive-data`):
   kaptive_ab20   A. baumannii capsule-locus proteins of the 48 genes seen at least 20 times
                  (3,503 proteins, Debian kaptive-data)
 
-Stage 2 runs once per spectral seed (--seeds): when the kNN graph has more connected components
-than n_clusters, the eigenvalue 1 repeats beyond the computed eigenpairs and the seed picks which
-combinations of components the eigenvectors span, so the spread over seeds is part of the result.
+Stage 2 runs once per spectral seed (--seeds; the seed drives the Lanczos start and k-means++).
+When the kNN graph has more connected components than n_eigs, the eigenvalue 1 fills every
+computed slot and embsolve takes the indicator vectors of the n_eigs largest components (rows of
+the others embed as zero), so the spectral labels no longer depend on the seed there.
 
 Usage: python bench/proteins_bench.py --out bench/runs/DATE-MACHINE [--ranks 2] [--seeds 0 1 2]
 Writes proteins.csv.
