@@ -207,12 +207,22 @@ fn abort_on_panic() {
 }
 
 /// MPI when a launcher started this process (or `EMBSOLVE_MPI=1`), else one rank without MPI.
+/// Starts the logger too, and says which it is.
 fn open_comm() -> Box<dyn Comm> {
     if !embsolve::comm::launched_by_mpi() {
+        init_logging(0, 1);
+        log::debug!(
+            "no MPI launcher in the environment: one rank without MPI ({}=1 to initialise MPI)",
+            embsolve::comm::MPI_SWITCH_VARIABLE
+        );
         return Box::new(SerialComm);
     }
     match MpiComm::init() {
-        Some(comm) => Box::new(comm),
+        Some(comm) => {
+            init_logging(comm.rank(), comm.size());
+            log::debug!("MPI initialised: {} ranks", comm.size());
+            Box::new(comm)
+        }
         None => {
             eprintln!("embsolve: MPI was already initialised");
             std::process::exit(1);
@@ -230,7 +240,6 @@ fn main() {
         } => {
             let comm = open_comm();
             let comm = comm.as_ref();
-            init_logging(comm.rank(), comm.size());
             abort_on_panic();
             embsolve::signals::install();
             let outcome = pipeline::agree(comm, RunConfig::load(&config, &set)).and_then(|cfg| {
@@ -284,7 +293,6 @@ fn main() {
         Command::Selftest { filter } => {
             let comm = open_comm();
             let comm = comm.as_ref();
-            init_logging(comm.rank(), comm.size());
             abort_on_panic();
             let failures = embsolve::selftest::run(comm, filter.as_deref());
             i32::from(failures > 0)
