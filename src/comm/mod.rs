@@ -131,20 +131,17 @@ const LAUNCHER_VARIABLES: &[&str] = &[
     "ALPS_APP_PE",
 ];
 
-/// Set to `1` to initialise MPI even without a launcher (a singleton MPI job), `0` never to.
+/// Set to `1` to initialise MPI even without a launcher (a singleton MPI job).
 pub const MPI_SWITCH_VARIABLE: &str = "EMBSOLVE_MPI";
 
 /// Whether this process should initialise MPI: it was started by a launcher (or `EMBSOLVE_MPI=1`).
 /// A process started alone is one rank either way; without MPI it skips the singleton start-up
 /// (Open MPI spawns an `orted` for it, a few hundred milliseconds) and runs on `SerialComm`.
 pub fn launched_by_mpi() -> bool {
-    match std::env::var(MPI_SWITCH_VARIABLE).ok().as_deref() {
-        Some("1") => true,
-        Some("0") => false,
-        _ => LAUNCHER_VARIABLES
+    std::env::var(MPI_SWITCH_VARIABLE).as_deref() == Ok("1")
+        || LAUNCHER_VARIABLES
             .iter()
-            .any(|name| std::env::var_os(name).is_some()),
-    }
+            .any(|name| std::env::var_os(name).is_some())
 }
 
 /// True on every rank when `flag` is true on any rank.
