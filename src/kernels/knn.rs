@@ -35,6 +35,7 @@
 use crate::config::Metric;
 use ndarray::ArrayView2;
 use rayon::prelude::*;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Running sums of the canonical dot product (and of the squared distance).
 const LANES: usize = 32;
@@ -187,9 +188,9 @@ pub struct Neighbours {
     pub distances: Vec<f32>,
 }
 
-/// One thread's share of the queries, with its lists and its GEMM tile (allocated once).
-struct Worker {
-    /// Global row of the first query of this worker.
+/// A run of consecutive queries with their lists: the unit of parallel work and of locking.
+struct Group {
+    /// Global row of the first query of this group.
     query_start: usize,
     n_queries: usize,
     /// Row-major `n_queries x dim` copy of the queries.
@@ -202,13 +203,11 @@ struct Worker {
     indices: Vec<u64>,
     /// Per query: the smallest GEMM key that can still enter the list (see the module doc).
     thresholds: Vec<f32>,
-    /// GEMM output, `query_rows x ref_rows`, row-major.
-    tile: Vec<f32>,
     /// Pairs whose canonical distance was computed (for tuning and the bench).
     exact_evaluations: u64,
 }
 
-/// Per-block data every worker reads.
+/// Per-block data every task reads.
 struct BlockView<'a> {
     rows: &'a [f32],
     n_rows: usize,
@@ -218,7 +217,7 @@ struct BlockView<'a> {
     max_norm: f32,
 }
 
-/// The search parameters shared by the workers.
+/// The search parameters shared by the tasks.
 #[derive(Debug, Clone, Copy)]
 struct Params {
     metric: Metric,
@@ -231,18 +230,55 @@ struct Params {
     avx2: bool,
 }
 
+/// GEMM output tiles, allocated once and lent to one task at a time.
+struct TilePool {
+    tile_len: usize,
+    free: Mutex<Vec<Vec<f32>>>,
+}
+
+impl TilePool {
+    fn new(tile_len: usize, n_tiles: usize) -> TilePool {
+        TilePool {
+            tile_len,
+            free: Mutex::new((0..n_tiles).map(|_| vec![0.0; tile_len]).collect()),
+        }
+    }
+
+    /// Run `work` with a tile from the pool (a new one only when more tasks run at once than
+    /// the pool was sized for).
+    fn with_tile(&self, work: impl FnOnce(&mut [f32])) {
+        let taken = lock(&self.free).pop();
+        let mut tile = taken.unwrap_or_else(|| vec![0.0; self.tile_len]);
+        work(&mut tile);
+        lock(&self.free).push(tile);
+    }
+}
+
+/// Lock a mutex; a poisoned one means a task panicked, and that panic is already on its way to
+/// the caller, so the data is used as it is.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Exact kNN for a fixed set of queries, fed with blocks of reference rows in any order.
 /// All memory (lists, GEMM tiles, per-block norms) is allocated by `new` and `reserve_block`;
 /// the tile loop allocates nothing.
 pub struct KnnSearch {
     params: Params,
-    workers: Vec<Worker>,
+    query_start: usize,
+    n_queries: usize,
+    /// Queries per group (the last group may hold fewer).
+    group_rows: usize,
+    groups: Vec<Mutex<Group>>,
+    tiles: TilePool,
     block_half_sq_norms: Vec<f32>,
 }
 
 impl KnnSearch {
-    /// Start a search for `queries` (global rows `query_start..`), `k` neighbours each, with the
-    /// work split over `n_workers` threads. Rows must be unit length for cosine.
+    /// Start a search for `queries` (global rows `query_start..`), `k` neighbours each, for
+    /// `n_workers` threads: the queries are split into groups of at most `shape.query_rows`
+    /// rows, and into at least `n_workers` groups when there are that many rows. Rows must be
+    /// unit length for cosine.
     pub fn new(
         queries: ArrayView2<f32>,
         query_start: usize,
@@ -267,12 +303,13 @@ impl KnnSearch {
             margin,
             avx2: has_avx2(),
         };
-        let workers = (0..n_workers)
-            .map(|w| {
-                let first = w * n_queries / n_workers;
-                let last = (w + 1) * n_queries / n_workers;
-                let mut queries_copy = Vec::with_capacity((last - first) * dim);
-                for row in queries.rows().into_iter().skip(first).take(last - first) {
+        let group_rows = shape.query_rows.min(n_queries.div_ceil(n_workers)).max(1);
+        let groups = (0..n_queries)
+            .step_by(group_rows)
+            .map(|first| {
+                let count = group_rows.min(n_queries - first);
+                let mut queries_copy = Vec::with_capacity(count * dim);
+                for row in queries.rows().into_iter().skip(first).take(count) {
                     queries_copy.extend(row.iter().copied());
                 }
                 let query_norms: Vec<f32> = queries_copy
@@ -280,9 +317,7 @@ impl KnnSearch {
                     .map(|q| sum_sq(q).sqrt())
                     .collect();
                 let query_sq_norms = query_norms.iter().map(|n| n * n).collect();
-                let count = last - first;
-                let tile_len = shape.query_rows.min(count.max(1)) * shape.ref_rows;
-                Worker {
+                Mutex::new(Group {
                     query_start: query_start + first,
                     n_queries: count,
                     queries: queries_copy,
@@ -291,14 +326,19 @@ impl KnnSearch {
                     distances: vec![f32::INFINITY; count * k],
                     indices: vec![EMPTY_ROW; count * k],
                     thresholds: vec![f32::NEG_INFINITY; count],
-                    tile: vec![0.0; tile_len],
                     exact_evaluations: 0,
-                }
+                })
             })
             .collect();
+        let tile_len = group_rows * shape.ref_rows.max(group_rows);
+        let n_tiles = if n_queries == 0 { 0 } else { n_workers };
         KnnSearch {
             params,
-            workers,
+            query_start,
+            n_queries,
+            group_rows,
+            groups,
+            tiles: TilePool::new(tile_len, n_tiles),
             block_half_sq_norms: Vec::new(),
         }
     }
@@ -311,11 +351,38 @@ impl KnnSearch {
     }
 
     /// Merge a block of reference rows (row-major, `n_rows x dim`, global rows `block_start..`)
-    /// into every query's list. Workers run in parallel on the current rayon pool.
+    /// into every query's list. Tasks run in parallel on the current rayon pool. When the block
+    /// is the query set itself (same global rows, same values), each pair of rows is compared
+    /// once for both lists (the symmetric pass of the module doc).
     pub fn add_block(&mut self, rows: &[f32], block_start: usize) {
+        if self.is_query_set(rows, block_start) {
+            self.add_block_with(rows, block_start, Pass::Symmetric);
+        } else {
+            self.add_block_with(rows, block_start, Pass::Plain);
+        }
+    }
+
+    /// True when `rows` at `block_start` are exactly the queries (bit for bit).
+    fn is_query_set(&mut self, rows: &[f32], block_start: usize) -> bool {
+        let dim = self.params.dim;
+        if block_start != self.query_start || rows.len() != self.n_queries * dim {
+            return false;
+        }
+        let mut offset = 0;
+        self.groups.iter_mut().all(|group| {
+            let group = group.get_mut().unwrap_or_else(PoisonError::into_inner);
+            let mine = &rows[offset..offset + group.queries.len()];
+            offset += group.queries.len();
+            mine.iter()
+                .zip(&group.queries)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        })
+    }
+
+    fn add_block_with(&mut self, rows: &[f32], block_start: usize, pass: Pass) {
         let dim = self.params.dim;
         let n_rows = rows.len().checked_div(dim).unwrap_or(0);
-        if n_rows == 0 || self.workers.iter().all(|w| w.n_queries == 0) {
+        if n_rows == 0 || self.n_queries == 0 {
             return;
         }
         self.block_half_sq_norms.clear();
@@ -333,28 +400,62 @@ impl KnnSearch {
             max_norm,
         };
         let params = self.params;
-        self.workers
-            .par_iter_mut()
-            .for_each(|worker| worker.add_block(&params, &block));
+        let tiles = &self.tiles;
+        match pass {
+            Pass::Plain => self.groups.par_iter_mut().for_each(|group| {
+                let group = group.get_mut().unwrap_or_else(PoisonError::into_inner);
+                tiles.with_tile(|tile| group.add_block(&params, &block, tile));
+            }),
+            Pass::Symmetric => {
+                debug_assert_eq!(n_rows, self.n_queries);
+                self.groups.par_iter_mut().for_each(|group| {
+                    let group = group.get_mut().unwrap_or_else(PoisonError::into_inner);
+                    group.reset_thresholds(&params, max_norm);
+                });
+                let groups = &self.groups;
+                let group_rows = self.group_rows;
+                let n_groups = groups.len();
+                (0..n_groups * (n_groups + 1) / 2)
+                    .into_par_iter()
+                    .for_each(|pair| {
+                        let (row_group, column_group) = upper_triangle_pair(pair, n_groups);
+                        tiles.with_tile(|tile| {
+                            symmetric_tile(
+                                &params,
+                                &block,
+                                groups,
+                                group_rows,
+                                row_group,
+                                column_group,
+                                tile,
+                            )
+                        });
+                    });
+            }
+        }
     }
 
     /// Pairs whose canonical distance was computed so far (the filter's pass count).
     pub fn exact_evaluations(&self) -> u64 {
-        self.workers.iter().map(|w| w.exact_evaluations).sum()
+        self.groups
+            .iter()
+            .map(|group| lock(group).exact_evaluations)
+            .sum()
     }
 
     /// The lists, or the first query that has fewer than k neighbours (fewer than k + 1 rows were
     /// given, or distances were not finite).
     pub fn finish(self) -> Result<Neighbours, usize> {
         let k = self.params.k;
-        let mut indices = Vec::new();
-        let mut distances = Vec::new();
-        for worker in self.workers {
-            if let Some(position) = worker.indices.iter().position(|&i| i == EMPTY_ROW) {
-                return Err(worker.query_start + position / k);
+        let mut indices = Vec::with_capacity(self.n_queries * k);
+        let mut distances = Vec::with_capacity(self.n_queries * k);
+        for group in self.groups {
+            let group = group.into_inner().unwrap_or_else(PoisonError::into_inner);
+            if let Some(position) = group.indices.iter().position(|&i| i == EMPTY_ROW) {
+                return Err(group.query_start + position / k);
             }
-            indices.extend(worker.indices);
-            distances.extend(worker.distances);
+            indices.extend(group.indices);
+            distances.extend(group.distances);
         }
         Ok(Neighbours {
             k,
@@ -364,49 +465,145 @@ impl KnnSearch {
     }
 }
 
-impl Worker {
-    fn add_block(&mut self, params: &Params, block: &BlockView) {
-        if self.n_queries == 0 {
-            return;
-        }
+/// How a block is merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Every group against every block row (any block).
+    Plain,
+    /// Tile pairs (I, J), I <= J, of the query set against itself, each feeding both lists.
+    Symmetric,
+}
+
+/// The `pair`-th (row group, column group) of the upper triangle `I <= J` of `n_groups` groups,
+/// row by row: (0, 0), (0, 1), .., (0, n - 1), (1, 1), ..
+fn upper_triangle_pair(pair: usize, n_groups: usize) -> (usize, usize) {
+    let mut row_group = 0;
+    let mut rest = pair;
+    while rest >= n_groups - row_group {
+        rest -= n_groups - row_group;
+        row_group += 1;
+    }
+    (row_group, row_group + rest)
+}
+
+/// One tile pair of the symmetric pass: the GEMM of row group I against column group J (no lock
+/// held), then I's lists scan the tile's rows (lock I), then, when I != J, J's lists scan its
+/// columns (lock J). The two locks are never held together.
+fn symmetric_tile(
+    params: &Params,
+    block: &BlockView,
+    groups: &[Mutex<Group>],
+    group_rows: usize,
+    row_group: usize,
+    column_group: usize,
+    tile: &mut [f32],
+) {
+    let dim = params.dim;
+    let row_first = row_group * group_rows;
+    let n_row = group_rows.min(block.n_rows - row_first);
+    let column_first = column_group * group_rows;
+    let n_column = group_rows.min(block.n_rows - column_first);
+    gemm_tile(
+        tile,
+        group_rows,
+        &block.rows[row_first * dim..(row_first + n_row) * dim],
+        n_row,
+        &block.rows[column_first * dim..(column_first + n_column) * dim],
+        n_column,
+        dim,
+    );
+    lock(&groups[row_group]).scan_tile_rows(
+        params,
+        block,
+        tile,
+        group_rows,
+        column_first,
+        n_column,
+    );
+    if row_group != column_group {
+        lock(&groups[column_group])
+            .scan_tile_columns(params, block, tile, group_rows, row_first, n_row);
+    }
+}
+
+impl Group {
+    /// The plain pass: this group's queries against every row of `block`, one GEMM tile of
+    /// `ref_rows` reference rows at a time.
+    fn add_block(&mut self, params: &Params, block: &BlockView, tile: &mut [f32]) {
+        self.reset_thresholds(params, block.max_norm);
         let dim = params.dim;
-        for q in 0..self.n_queries {
-            self.thresholds[q] = self.threshold(params, q, block.max_norm);
+        let stride = params.shape.ref_rows;
+        for ref_first in (0..block.n_rows).step_by(stride) {
+            let n_ref = stride.min(block.n_rows - ref_first);
+            gemm_tile(
+                tile,
+                stride,
+                &self.queries,
+                self.n_queries,
+                &block.rows[ref_first * dim..(ref_first + n_ref) * dim],
+                n_ref,
+                dim,
+            );
+            self.scan_tile_rows(params, block, tile, stride, ref_first, n_ref);
         }
-        let shape = params.shape;
-        // The tile is moved out for the loop so `offer` can borrow the rest of the worker.
-        let mut tile = std::mem::take(&mut self.tile);
-        for ref_first in (0..block.n_rows).step_by(shape.ref_rows) {
-            let n_ref = shape.ref_rows.min(block.n_rows - ref_first);
-            let ref_rows = &block.rows[ref_first * dim..(ref_first + n_ref) * dim];
-            for query_first in (0..self.n_queries).step_by(shape.query_rows) {
-                let n_query = shape.query_rows.min(self.n_queries - query_first);
-                let query_rows = &self.queries[query_first * dim..(query_first + n_query) * dim];
-                gemm_tile(
-                    &mut tile,
-                    shape.ref_rows,
-                    query_rows,
-                    n_query,
-                    ref_rows,
-                    n_ref,
-                    dim,
-                );
-                for local in 0..n_query {
-                    let q = query_first + local;
-                    let keys = &tile[local * shape.ref_rows..local * shape.ref_rows + n_ref];
-                    let offsets = &block.half_sq_norms[ref_first..ref_first + n_ref];
-                    let mut from = 0;
-                    let offsets = (params.metric == Metric::L2).then_some(offsets);
-                    while let Some(found) =
-                        next_candidate(keys, offsets, from, self.thresholds[q], params.avx2)
-                    {
-                        self.offer(params, q, block, ref_first + found);
-                        from = found + 1;
-                    }
-                }
+    }
+
+    /// The thresholds for a new block (they depend on the block's largest norm).
+    fn reset_thresholds(&mut self, params: &Params, block_max_norm: f32) {
+        for q in 0..self.n_queries {
+            self.thresholds[q] = self.threshold(params, q, block_max_norm);
+        }
+    }
+
+    /// Row side: tile row q holds query q's GEMM keys against block rows `ref_first..+n_ref`;
+    /// offer every key that passes q's threshold.
+    fn scan_tile_rows(
+        &mut self,
+        params: &Params,
+        block: &BlockView,
+        tile: &[f32],
+        stride: usize,
+        ref_first: usize,
+        n_ref: usize,
+    ) {
+        let offsets = &block.half_sq_norms[ref_first..ref_first + n_ref];
+        let offsets = (params.metric == Metric::L2).then_some(offsets);
+        for q in 0..self.n_queries {
+            let keys = &tile[q * stride..q * stride + n_ref];
+            let mut from = 0;
+            while let Some(found) =
+                next_candidate(keys, offsets, from, self.thresholds[q], params.avx2)
+            {
+                self.offer(params, q, block, ref_first + found);
+                from = found + 1;
             }
         }
-        self.tile = tile;
+    }
+
+    /// Column side: tile row r holds the GEMM keys of block row `ref_first + r` against this
+    /// group's queries (the columns); the reference is now the tile row, so the l2 offset is that
+    /// row's `|b|^2 / 2`, and each column is compared with its own query's threshold.
+    fn scan_tile_columns(
+        &mut self,
+        params: &Params,
+        block: &BlockView,
+        tile: &[f32],
+        stride: usize,
+        ref_first: usize,
+        n_ref: usize,
+    ) {
+        let l2 = params.metric == Metric::L2;
+        for r in 0..n_ref {
+            let keys = &tile[r * stride..r * stride + self.n_queries];
+            let offset = l2.then_some(block.half_sq_norms[ref_first + r]);
+            let mut from = 0;
+            while let Some(q) =
+                next_column_candidate(keys, offset, &self.thresholds, from, params.avx2)
+            {
+                self.offer(params, q, block, ref_first + r);
+                from = q + 1;
+            }
+        }
     }
 
     /// Compute the canonical distance of (query q, block row) and insert it if it belongs.
@@ -579,6 +776,76 @@ fn next_candidate_portable<const L2: bool>(
         start += SCAN_CHUNK;
     }
     (start..n).find(|&j| key(j) >= threshold)
+}
+
+/// Column side of the symmetric pass: the first position `j >= from` whose key (`keys[j]`, minus
+/// the row's `offset` for l2) is `>= thresholds[j]`. Compares 32 keys with 32 thresholds per
+/// step; uses AVX2 when the CPU has it (same answer either way).
+#[inline]
+fn next_column_candidate(
+    keys: &[f32],
+    offset: Option<f32>,
+    thresholds: &[f32],
+    from: usize,
+    avx2: bool,
+) -> Option<usize> {
+    let thresholds = &thresholds[..keys.len()];
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: `avx2` is true only when the CPU reports AVX2 (checked in `KnnSearch::new`).
+        return unsafe {
+            match offset {
+                Some(offset) => next_column_candidate_avx2::<true>(keys, offset, thresholds, from),
+                None => next_column_candidate_avx2::<false>(keys, 0.0, thresholds, from),
+            }
+        };
+    }
+    let _ = avx2;
+    match offset {
+        Some(offset) => next_column_candidate_portable::<true>(keys, offset, thresholds, from),
+        None => next_column_candidate_portable::<false>(keys, 0.0, thresholds, from),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn next_column_candidate_avx2<const L2: bool>(
+    keys: &[f32],
+    offset: f32,
+    thresholds: &[f32],
+    from: usize,
+) -> Option<usize> {
+    next_column_candidate_portable::<L2>(keys, offset, thresholds, from)
+}
+
+#[inline(always)]
+fn next_column_candidate_portable<const L2: bool>(
+    keys: &[f32],
+    offset: f32,
+    thresholds: &[f32],
+    from: usize,
+) -> Option<usize> {
+    let key = |value: f32| if L2 { value - offset } else { value };
+    let passes = |j: usize| key(keys[j]) >= thresholds[j];
+    let n = keys.len();
+    let mut start = from;
+    while start + SCAN_CHUNK <= n {
+        let chunk: &[f32; SCAN_CHUNK] = keys[start..start + SCAN_CHUNK]
+            .try_into()
+            .expect("chunk length");
+        let limits: &[f32; SCAN_CHUNK] = thresholds[start..start + SCAN_CHUNK]
+            .try_into()
+            .expect("chunk length");
+        let mut hit = false;
+        for j in 0..SCAN_CHUNK {
+            hit |= key(chunk[j]) >= limits[j];
+        }
+        if hit {
+            return (start..start + SCAN_CHUNK).find(|&j| passes(j));
+        }
+        start += SCAN_CHUNK;
+    }
+    (start..n).find(|&j| passes(j))
 }
 
 /// `tile[i * tile_stride + j] = dot(query i, reference j)` for an `n_query x n_ref` tile, with the
@@ -826,5 +1093,231 @@ mod tests {
         let mut search = KnnSearch::new(rows.view(), 10, 4, Metric::L2, 1, TileShape::default());
         search.add_block(rows.as_slice().unwrap(), 10);
         assert_eq!(search.finish().err(), Some(10));
+    }
+
+    /// Runs `work` on a local rayon pool of `threads` threads.
+    fn on_pool<T: Send>(threads: usize, work: impl FnOnce() -> T + Send) -> T {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("rayon pool")
+            .install(work)
+    }
+
+    /// The whole set against itself with the given pass (or the dispatching `add_block`).
+    fn search_self(
+        rows: &Array2<f32>,
+        k: usize,
+        metric: Metric,
+        threads: usize,
+        shape: TileShape,
+        pass: Option<Pass>,
+    ) -> Result<Neighbours, usize> {
+        on_pool(threads, || {
+            let data = rows.as_slice().unwrap();
+            let mut search = KnnSearch::new(rows.view(), 0, k, metric, threads, shape);
+            match pass {
+                Some(pass) => search.add_block_with(data, 0, pass),
+                None => search.add_block(data, 0),
+            }
+            search.finish()
+        })
+    }
+
+    fn assert_same_lists(
+        got: &Neighbours,
+        want_indices: &[u64],
+        want_distances: &[f32],
+        case: &str,
+    ) {
+        assert_eq!(got.indices, want_indices, "{case}: indices differ");
+        let same_bits = got.distances.len() == want_distances.len()
+            && got
+                .distances
+                .iter()
+                .zip(want_distances)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same_bits, "{case}: distances differ");
+    }
+
+    const SYMMETRIC_SHAPES: [TileShape; 5] = [
+        TileShape {
+            query_rows: 256,
+            ref_rows: 512,
+        },
+        TileShape {
+            query_rows: 3,
+            ref_rows: 5,
+        },
+        TileShape {
+            query_rows: 1,
+            ref_rows: 2,
+        },
+        TileShape {
+            query_rows: 7,
+            ref_rows: 16,
+        },
+        TileShape {
+            query_rows: 40,
+            ref_rows: 3,
+        },
+    ];
+
+    #[test]
+    fn symmetric_pass_equals_the_plain_pass_and_the_oracle() {
+        for metric in [Metric::Cosine, Metric::L2, Metric::Ip] {
+            for (n_rows, dim, seed) in [(157usize, 19usize, 21u64), (83, 45, 22)] {
+                let rows = rows_with_ties(n_rows, dim, seed, metric == Metric::Cosine);
+                for k in [1usize, 4, 16] {
+                    let (want_indices, want_distances) = knn_naive(rows.view(), k, metric);
+                    for shape in SYMMETRIC_SHAPES {
+                        for threads in [1usize, 3] {
+                            let case = format!(
+                                "{metric:?} n={n_rows} dim={dim} k={k} {shape:?} threads={threads}"
+                            );
+                            for pass in [Some(Pass::Plain), Some(Pass::Symmetric), None] {
+                                let got = search_self(&rows, k, metric, threads, shape, pass)
+                                    .expect("every query has k neighbours");
+                                let case = format!("{case} {pass:?}");
+                                assert_same_lists(&got, &want_indices, &want_distances, &case);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ring_order_with_the_own_block_first_equals_the_oracle() {
+        // Three "ranks" of uneven size: each searches its slice, its own block first (the
+        // symmetric pass), then the others' blocks (the plain pass), as the ring delivers them.
+        for metric in [Metric::Cosine, Metric::L2, Metric::Ip] {
+            let rows = rows_with_ties(131, 33, 31, metric == Metric::Cosine);
+            let dim = rows.ncols();
+            let data = rows.as_slice().unwrap();
+            let bounds = [0usize, 40, 41, 131];
+            let k = 6;
+            let (want_indices, want_distances) = knn_naive(rows.view(), k, metric);
+            for threads in [1usize, 2, 4] {
+                for shape in SYMMETRIC_SHAPES {
+                    for rank in 0..3 {
+                        let (first, last) = (bounds[rank], bounds[rank + 1]);
+                        let got = on_pool(threads, || {
+                            let queries = rows.slice(ndarray::s![first..last, ..]);
+                            let mut search =
+                                KnnSearch::new(queries, first, k, metric, threads, shape);
+                            for step in 0..3 {
+                                let owner = (rank + 3 - step) % 3;
+                                let (start, end) = (bounds[owner], bounds[owner + 1]);
+                                search.add_block(&data[start * dim..end * dim], start);
+                            }
+                            search.finish().expect("every query has k neighbours")
+                        });
+                        let case = format!("{metric:?} rank {rank} {shape:?} threads={threads}");
+                        assert_same_lists(
+                            &got,
+                            &want_indices[first * k..last * k],
+                            &want_distances[first * k..last * k],
+                            &case,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn symmetric_pass_breaks_ties_between_identical_rows_by_row() {
+        let rows = Array2::from_elem((11, 4), 0.5f32);
+        for shape in SYMMETRIC_SHAPES {
+            for threads in [1usize, 3] {
+                let got = search_self(&rows, 3, Metric::L2, threads, shape, Some(Pass::Symmetric))
+                    .expect("every query has k neighbours");
+                assert_eq!(&got.indices[0..3], &[1, 2, 3], "{shape:?}");
+                assert_eq!(&got.indices[3..6], &[0, 2, 3], "{shape:?}");
+                assert_eq!(&got.indices[30..33], &[0, 1, 2], "{shape:?}");
+                assert!(got.distances.iter().all(|&d| d == 0.0));
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_without_finite_distances_is_reported_by_both_passes() {
+        let mut rows = rows_with_ties(30, 8, 41, false);
+        rows.row_mut(17).fill(f32::NAN);
+        for shape in SYMMETRIC_SHAPES {
+            for pass in [Pass::Plain, Pass::Symmetric] {
+                let got = search_self(&rows, 2, Metric::L2, 2, shape, Some(pass));
+                assert_eq!(got.err(), Some(17), "{shape:?} {pass:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_block_with_the_queries_rows_but_other_values_takes_the_plain_pass() {
+        let queries = rows_with_ties(20, 8, 51, false);
+        let mut block = queries.clone();
+        block[[3, 2]] += 1.0;
+        let mut search = KnnSearch::new(queries.view(), 5, 2, Metric::L2, 2, TileShape::default());
+        assert!(search.is_query_set(queries.as_slice().unwrap(), 5));
+        assert!(!search.is_query_set(queries.as_slice().unwrap(), 4));
+        assert!(!search.is_query_set(&queries.as_slice().unwrap()[..19 * 8], 5));
+        assert!(!search.is_query_set(block.as_slice().unwrap(), 5));
+    }
+
+    #[test]
+    fn upper_triangle_pairs_are_each_pair_once() {
+        for n_groups in [1usize, 2, 5, 9] {
+            let pairs: Vec<(usize, usize)> = (0..n_groups * (n_groups + 1) / 2)
+                .map(|pair| upper_triangle_pair(pair, n_groups))
+                .collect();
+            let mut want = Vec::new();
+            for i in 0..n_groups {
+                for j in i..n_groups {
+                    want.push((i, j));
+                }
+            }
+            assert_eq!(pairs, want);
+        }
+    }
+
+    #[test]
+    fn column_scan_simd_and_portable_agree() {
+        let mut rng = ChaCha8Rng::seed_from_u64(61);
+        for n in [1usize, 31, 32, 33, 95, 256] {
+            for _ in 0..50 {
+                let mut keys: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+                let thresholds: Vec<f32> = (0..n)
+                    .map(|_| match rng.gen_range(0..10) {
+                        0 => f32::NEG_INFINITY,
+                        _ => rng.gen_range(0.5..1.2),
+                    })
+                    .collect();
+                keys[rng.gen_range(0..n)] = f32::NAN;
+                let offset = rng.gen_range(-0.3f32..0.3);
+                for with_offset in [None, Some(offset)] {
+                    let mut from = 0;
+                    let mut simd_hits = Vec::new();
+                    while let Some(j) =
+                        next_column_candidate(&keys, with_offset, &thresholds, from, has_avx2())
+                    {
+                        simd_hits.push(j);
+                        from = j + 1;
+                    }
+                    let want: Vec<usize> = (0..n)
+                        .filter(|&j| keys[j] - with_offset.unwrap_or(0.0) >= thresholds[j])
+                        .collect();
+                    let portable: Vec<usize> = (0..n)
+                        .filter(|&j| {
+                            next_column_candidate(&keys, with_offset, &thresholds, j, false)
+                                == Some(j)
+                        })
+                        .collect();
+                    assert_eq!(simd_hits, want, "n={n} offset {with_offset:?}");
+                    assert_eq!(portable, want, "n={n} offset {with_offset:?}");
+                }
+            }
+        }
     }
 }
