@@ -215,6 +215,9 @@ struct BlockView<'a> {
     /// `|b|^2 / 2` per row (the l2 key is `dot - |b|^2 / 2`).
     half_sq_norms: &'a [f32],
     max_norm: f32,
+    /// The block is the query set (the symmetric pass): queries are read from `rows`, which the
+    /// GEMM has just brought into cache, instead of from the groups' copies (same values).
+    is_query_set: bool,
 }
 
 /// The search parameters shared by the tasks.
@@ -398,6 +401,7 @@ impl KnnSearch {
             start: block_start,
             half_sq_norms: &self.block_half_sq_norms,
             max_norm,
+            is_query_set: pass == Pass::Symmetric,
         };
         let params = self.params;
         let tiles = &self.tiles;
@@ -616,7 +620,12 @@ impl Group {
         let dim = params.dim;
         let k = params.k;
         self.exact_evaluations += 1;
-        let query = &self.queries[q * dim..(q + 1) * dim];
+        let query = if block.is_query_set {
+            let query_row = self.query_start + q - block.start;
+            &block.rows[query_row * dim..(query_row + 1) * dim]
+        } else {
+            &self.queries[q * dim..(q + 1) * dim]
+        };
         let reference = &block.rows[block_row * dim..(block_row + 1) * dim];
         let distance = exact_distance(params.metric, query, reference);
         let list_d = &mut self.distances[q * k..(q + 1) * k];
