@@ -333,7 +333,8 @@ impl KnnSearch {
                 })
             })
             .collect();
-        let tile_len = group_rows * shape.ref_rows.max(group_rows);
+        let side_rows = symmetric_tiles(shape, group_rows, 1).side_rows();
+        let tile_len = (group_rows * shape.ref_rows).max(side_rows * side_rows);
         let n_tiles = if n_queries == 0 { 0 } else { n_workers };
         KnnSearch {
             params,
@@ -417,26 +418,32 @@ impl KnnSearch {
                     group.reset_thresholds(&params, max_norm);
                 });
                 let groups = &self.groups;
-                let group_rows = self.group_rows;
-                let n_groups = groups.len();
-                (0..n_groups * (n_groups + 1) / 2)
+                let layout = self.symmetric_tiles();
+                let n_sides = layout.n_sides();
+                (0..n_sides * (n_sides + 1) / 2)
                     .into_par_iter()
                     .for_each(|pair| {
-                        let (row_group, column_group) = upper_triangle_pair(pair, n_groups);
+                        let (row_side, column_side) = upper_triangle_pair(pair, n_sides);
                         tiles.with_tile(|tile| {
                             symmetric_tile(
                                 &params,
                                 &block,
                                 groups,
-                                group_rows,
-                                row_group,
-                                column_group,
+                                layout,
+                                row_side,
+                                column_side,
                                 tile,
                             )
                         });
                     });
             }
         }
+    }
+
+    /// The symmetric pass's tiles: as many whole groups per side as fit in `ref_rows` (at least
+    /// one), so its GEMM tiles are about as large as the plain pass's.
+    fn symmetric_tiles(&self) -> SymmetricTiles {
+        symmetric_tiles(self.params.shape, self.group_rows, self.groups.len())
     }
 
     /// Pairs whose canonical distance was computed so far (the filter's pass count).
@@ -478,55 +485,103 @@ enum Pass {
     Symmetric,
 }
 
-/// The `pair`-th (row group, column group) of the upper triangle `I <= J` of `n_groups` groups,
+/// See [`KnnSearch::symmetric_tiles`].
+fn symmetric_tiles(shape: TileShape, group_rows: usize, n_groups: usize) -> SymmetricTiles {
+    SymmetricTiles {
+        group_rows,
+        span: (shape.ref_rows / group_rows).max(1),
+        n_groups,
+    }
+}
+
+/// The `pair`-th (row side, column side) of the upper triangle `I <= J` of `n_sides` tile sides,
 /// row by row: (0, 0), (0, 1), .., (0, n - 1), (1, 1), ..
-fn upper_triangle_pair(pair: usize, n_groups: usize) -> (usize, usize) {
+fn upper_triangle_pair(pair: usize, n_sides: usize) -> (usize, usize) {
     let mut row_group = 0;
     let mut rest = pair;
-    while rest >= n_groups - row_group {
-        rest -= n_groups - row_group;
+    while rest >= n_sides - row_group {
+        rest -= n_sides - row_group;
         row_group += 1;
     }
     (row_group, row_group + rest)
 }
 
-/// One tile pair of the symmetric pass: the GEMM of row group I against column group J (no lock
-/// held), then I's lists scan the tile's rows (lock I), then, when I != J, J's lists scan its
-/// columns (lock J). The two locks are never held together.
+/// The groups of the symmetric pass's square tiles: `span` consecutive groups per side.
+#[derive(Debug, Clone, Copy)]
+struct SymmetricTiles {
+    group_rows: usize,
+    span: usize,
+    n_groups: usize,
+}
+
+impl SymmetricTiles {
+    /// Rows per tile side (the last tile may hold fewer).
+    fn side_rows(&self) -> usize {
+        self.span * self.group_rows
+    }
+
+    /// Tiles per side of the triangle.
+    fn n_sides(&self) -> usize {
+        self.n_groups.div_ceil(self.span)
+    }
+
+    /// The groups of tile side `side`.
+    fn groups(&self, side: usize) -> std::ops::Range<usize> {
+        side * self.span..((side + 1) * self.span).min(self.n_groups)
+    }
+}
+
+/// One tile pair of the symmetric pass: the GEMM of row side I against column side J (no lock
+/// held), then each group of I scans its tile rows (holding its own lock only), then, when
+/// I != J, each group of J scans its tile columns (holding its own lock only). No two locks are
+/// ever held together.
 fn symmetric_tile(
     params: &Params,
     block: &BlockView,
     groups: &[Mutex<Group>],
-    group_rows: usize,
-    row_group: usize,
-    column_group: usize,
+    layout: SymmetricTiles,
+    row_side: usize,
+    column_side: usize,
     tile: &mut [f32],
 ) {
     let dim = params.dim;
-    let row_first = row_group * group_rows;
-    let n_row = group_rows.min(block.n_rows - row_first);
-    let column_first = column_group * group_rows;
-    let n_column = group_rows.min(block.n_rows - column_first);
+    let stride = layout.side_rows();
+    let row_first = row_side * stride;
+    let n_row = stride.min(block.n_rows - row_first);
+    let column_first = column_side * stride;
+    let n_column = stride.min(block.n_rows - column_first);
     gemm_tile(
         tile,
-        group_rows,
+        stride,
         &block.rows[row_first * dim..(row_first + n_row) * dim],
         n_row,
         &block.rows[column_first * dim..(column_first + n_column) * dim],
         n_column,
         dim,
     );
-    lock(&groups[row_group]).scan_tile_rows(
-        params,
-        block,
-        tile,
-        group_rows,
-        column_first,
-        n_column,
-    );
-    if row_group != column_group {
-        lock(&groups[column_group])
-            .scan_tile_columns(params, block, tile, group_rows, row_first, n_row);
+    for (position, group) in layout.groups(row_side).enumerate() {
+        let tile_row = position * layout.group_rows;
+        lock(&groups[group]).scan_tile_rows(
+            params,
+            block,
+            &tile[tile_row * stride..],
+            stride,
+            column_first,
+            n_column,
+        );
+    }
+    if row_side != column_side {
+        for (position, group) in layout.groups(column_side).enumerate() {
+            let tile_column = position * layout.group_rows;
+            lock(&groups[group]).scan_tile_columns(
+                params,
+                block,
+                &tile[tile_column..],
+                stride,
+                row_first,
+                n_row,
+            );
+        }
     }
 }
 
@@ -1149,7 +1204,9 @@ mod tests {
         assert!(same_bits, "{case}: distances differ");
     }
 
-    const SYMMETRIC_SHAPES: [TileShape; 5] = [
+    /// Tile shapes for the symmetric pass: one tile, tiles of one group per side, and tiles of
+    /// two or three groups per side with a short last side (157 and 83 rows).
+    const SYMMETRIC_SHAPES: [TileShape; 6] = [
         TileShape {
             query_rows: 256,
             ref_rows: 512,
@@ -1169,6 +1226,10 @@ mod tests {
         TileShape {
             query_rows: 40,
             ref_rows: 3,
+        },
+        TileShape {
+            query_rows: 4,
+            ref_rows: 13,
         },
     ];
 
@@ -1277,13 +1338,13 @@ mod tests {
 
     #[test]
     fn upper_triangle_pairs_are_each_pair_once() {
-        for n_groups in [1usize, 2, 5, 9] {
-            let pairs: Vec<(usize, usize)> = (0..n_groups * (n_groups + 1) / 2)
-                .map(|pair| upper_triangle_pair(pair, n_groups))
+        for n_sides in [1usize, 2, 5, 9] {
+            let pairs: Vec<(usize, usize)> = (0..n_sides * (n_sides + 1) / 2)
+                .map(|pair| upper_triangle_pair(pair, n_sides))
                 .collect();
             let mut want = Vec::new();
-            for i in 0..n_groups {
-                for j in i..n_groups {
+            for i in 0..n_sides {
+                for j in i..n_sides {
                     want.push((i, j));
                 }
             }
