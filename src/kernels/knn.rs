@@ -28,6 +28,35 @@
 //! A GEMM micro-kernel with a canonical accumulation order would avoid the second pass but would
 //! give up the `gemm` crate's tuned kernels.
 //!
+//! # The symmetric pass: the query set against itself
+//!
+//! In the ring every rank first merges its own block, whose rows are its queries. Distances are
+//! symmetric, so [`KnnSearch::add_block`] then computes only half of the GEMM: the queries are
+//! split into row groups (each group's lists behind its own mutex), and square tiles of whole
+//! groups are paired as (I, J) with I <= J. Each tile pair is one parallel task: the GEMM of side
+//! I against side J (no lock held), then the rows of I scan the tile row by row against their own
+//! thresholds (the plain pass's scan), then the columns of J scan it, one tile row at a time, each
+//! column against *its own* threshold (one lock at a time; no two are ever held together). It is
+//! exact for the same reasons as above:
+//!
+//! - The GEMM error bound `2 γ_D |a| |b|` is symmetric in the two rows, so a tile value filters
+//!   the pair for either list. On the column side the roles of query and reference swap: for l2
+//!   the key is `dot - |b|^2/2` with `b` the *tile row's* reference, and the threshold is the
+//!   column query's own one (its norm, its k-th distance, the block's largest norm).
+//! - The canonical distance is symmetric bit for bit (`x * y == y * x`; `(x - y)^2 == (y - x)^2`),
+//!   so a column-side offer stores exactly what the plain pass would.
+//! - Every ordered pair (query, reference) is examined exactly once, as in the plain pass: in the
+//!   row scan of tile (I, J) when the query's side is before the reference's, in the column scan
+//!   when it is after, and in the row scan of the diagonal tile (I, I) when both are on the same
+//!   side (diagonal tiles have no column scan, so no list is offered a pair twice; the self pair
+//!   is skipped as always).
+//! - A list and its threshold change only under its group's lock, and within a block a threshold
+//!   only rises (the k-th distance only falls). Whatever order the tasks run in, a threshold in
+//!   use is never above the final one, so a final top-k member always passes the filter.
+//!
+//! The pass is taken only when the block is the query set bit for bit (same first row, same rows,
+//! same values); any other block gets the plain pass, one task per group against the whole block.
+//!
 //! For cosine the rows must already be unit length (preprocessing makes them so); the distance is
 //! `1 - dot`. `ip` is `-dot`. `l2` is the Euclidean distance `sqrt(sum (q - b)^2)`, computed from
 //! the differences (not from norms) for the kept candidates.
