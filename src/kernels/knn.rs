@@ -64,12 +64,16 @@
 use crate::config::Metric;
 use ndarray::ArrayView2;
 use rayon::prelude::*;
+use std::ops::Range;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Running sums of the canonical dot product (and of the squared distance).
 const LANES: usize = 32;
 /// Keys compared per filter step in the fused selection.
 const SCAN_CHUNK: usize = 32;
+/// Tile rows scanned by both sides of the symmetric pass before moving on (the strip stays in
+/// cache between the two scans).
+const STRIP_ROWS: usize = 32;
 /// No list entry yet: larger than any real (distance, row) pair.
 const EMPTY_ROW: u64 = u64::MAX;
 
@@ -526,13 +530,13 @@ fn symmetric_tiles(shape: TileShape, group_rows: usize, n_groups: usize) -> Symm
 /// The `pair`-th (row side, column side) of the upper triangle `I <= J` of `n_sides` tile sides,
 /// row by row: (0, 0), (0, 1), .., (0, n - 1), (1, 1), ..
 fn upper_triangle_pair(pair: usize, n_sides: usize) -> (usize, usize) {
-    let mut row_group = 0;
+    let mut row_side = 0;
     let mut rest = pair;
-    while rest >= n_sides - row_group {
-        rest -= n_sides - row_group;
-        row_group += 1;
+    while rest >= n_sides - row_side {
+        rest -= n_sides - row_side;
+        row_side += 1;
     }
-    (row_group, row_group + rest)
+    (row_side, row_side + rest)
 }
 
 /// The groups of the symmetric pass's square tiles: `span` consecutive groups per side.
@@ -555,15 +559,15 @@ impl SymmetricTiles {
     }
 
     /// The groups of tile side `side`.
-    fn groups(&self, side: usize) -> std::ops::Range<usize> {
+    fn groups(&self, side: usize) -> Range<usize> {
         side * self.span..((side + 1) * self.span).min(self.n_groups)
     }
 }
 
 /// One tile pair of the symmetric pass: the GEMM of row side I against column side J (no lock
-/// held), then each group of I scans its tile rows (holding its own lock only), then, when
-/// I != J, each group of J scans its tile columns (holding its own lock only). No two locks are
-/// ever held together.
+/// held), then, strip by strip of tile rows, the group of I that owns the strip scans its rows
+/// (holding its own lock only) and, when I != J, each group of J scans its columns of the strip
+/// (holding its own lock only). No two locks are ever held together.
 fn symmetric_tile(
     params: &Params,
     block: &BlockView,
@@ -588,28 +592,51 @@ fn symmetric_tile(
         n_column,
         dim,
     );
-    for (position, group) in layout.groups(row_side).enumerate() {
-        let tile_row = position * layout.group_rows;
-        lock(&groups[group]).scan_tile_rows(
-            params,
-            block,
-            &tile[tile_row * stride..],
-            stride,
-            column_first,
-            n_column,
-        );
-    }
-    if row_side != column_side {
-        for (position, group) in layout.groups(column_side).enumerate() {
-            let tile_column = position * layout.group_rows;
-            lock(&groups[group]).scan_tile_columns(
+    if row_side == column_side {
+        for (position, group) in layout.groups(row_side).enumerate() {
+            let tile_row = position * layout.group_rows;
+            let mut group = lock(&groups[group]);
+            let queries = 0..group.n_queries;
+            group.scan_tile_rows(
                 params,
                 block,
-                &tile[tile_column..],
+                &tile[tile_row * stride..],
                 stride,
-                row_first,
-                n_row,
+                queries,
+                column_first,
+                n_column,
             );
+        }
+        return;
+    }
+    // Strips of a few tile rows, each scanned by both sides while it is in cache.
+    for (position, group) in layout.groups(row_side).enumerate() {
+        let group_first = position * layout.group_rows;
+        let n_group = layout.group_rows.min(n_row - group_first);
+        for strip_first in (0..n_group).step_by(STRIP_ROWS) {
+            let strip_rows = STRIP_ROWS.min(n_group - strip_first);
+            let tile_row = group_first + strip_first;
+            let strip = &tile[tile_row * stride..];
+            lock(&groups[group]).scan_tile_rows(
+                params,
+                block,
+                strip,
+                stride,
+                strip_first..strip_first + strip_rows,
+                column_first,
+                n_column,
+            );
+            for (position, column_group) in layout.groups(column_side).enumerate() {
+                let tile_column = position * layout.group_rows;
+                lock(&groups[column_group]).scan_tile_columns(
+                    params,
+                    block,
+                    &strip[tile_column..],
+                    stride,
+                    row_first + tile_row,
+                    strip_rows,
+                );
+            }
         }
     }
 }
@@ -632,7 +659,8 @@ impl Group {
                 n_ref,
                 dim,
             );
-            self.scan_tile_rows(params, block, tile, stride, ref_first, n_ref);
+            let queries = 0..self.n_queries;
+            self.scan_tile_rows(params, block, tile, stride, queries, ref_first, n_ref);
         }
     }
 
@@ -643,21 +671,23 @@ impl Group {
         }
     }
 
-    /// Row side: tile row q holds query q's GEMM keys against block rows `ref_first..+n_ref`;
+    /// Row side: tile row `q - queries.start` holds query q's GEMM keys against block rows `ref_first..+n_ref`;
     /// offer every key that passes q's threshold.
+    #[allow(clippy::too_many_arguments)]
     fn scan_tile_rows(
         &mut self,
         params: &Params,
         block: &BlockView,
         tile: &[f32],
         stride: usize,
+        queries: Range<usize>,
         ref_first: usize,
         n_ref: usize,
     ) {
         let offsets = &block.half_sq_norms[ref_first..ref_first + n_ref];
         let offsets = (params.metric == Metric::L2).then_some(offsets);
-        for q in 0..self.n_queries {
-            let keys = &tile[q * stride..q * stride + n_ref];
+        for (tile_row, q) in queries.enumerate() {
+            let keys = &tile[tile_row * stride..tile_row * stride + n_ref];
             let mut from = 0;
             while let Some(found) =
                 next_candidate(keys, offsets, from, self.thresholds[q], params.avx2)
@@ -1233,9 +1263,10 @@ mod tests {
         assert!(same_bits, "{case}: distances differ");
     }
 
-    /// Tile shapes for the symmetric pass: one tile, tiles of one group per side, and tiles of
-    /// two or three groups per side with a short last side (157 and 83 rows).
-    const SYMMETRIC_SHAPES: [TileShape; 6] = [
+    /// Tile shapes for the symmetric pass: one tile, tiles of one group per side, tiles of two
+    /// or three groups per side with a short last side (157 and 83 rows), and groups of more than
+    /// one strip (`STRIP_ROWS`).
+    const SYMMETRIC_SHAPES: [TileShape; 7] = [
         TileShape {
             query_rows: 256,
             ref_rows: 512,
@@ -1259,6 +1290,10 @@ mod tests {
         TileShape {
             query_rows: 4,
             ref_rows: 13,
+        },
+        TileShape {
+            query_rows: 40,
+            ref_rows: 80,
         },
     ];
 
