@@ -33,11 +33,13 @@
 //! In the ring every rank first merges its own block, whose rows are its queries. Distances are
 //! symmetric, so [`KnnSearch::add_block`] then computes only half of the GEMM: the queries are
 //! split into row groups (each group's lists behind its own mutex), and square tiles of whole
-//! groups are paired as (I, J) with I <= J. Each tile pair is one parallel task: the GEMM of side
-//! I against side J (no lock held), then the rows of I scan the tile row by row against their own
-//! thresholds (the plain pass's scan), then the columns of J scan it, one tile row at a time, each
-//! column against *its own* threshold (one lock at a time; no two are ever held together). It is
-//! exact for the same reasons as above:
+//! groups are paired as (I, J) with I <= J. Each tile pair is one parallel task (the tasks of the
+//! triangle are spread over the rayon pool by work stealing): the GEMM of side I against side J
+//! (no lock held), then, for each strip of a few tile rows while it is in cache, the rows of I
+//! scan it row by row against their own thresholds (the plain pass's scan), and the columns of J
+//! scan it one tile row at a time, each column against *its own* threshold (a vectorised compare
+//! with a vector of thresholds). One group lock is held at a time, never two. It is exact for the
+//! same reasons as above:
 //!
 //! - The GEMM error bound `2 γ_D |a| |b|` is symmetric in the two rows, so a tile value filters
 //!   the pair for either list. On the column side the roles of query and reference swap: for l2
