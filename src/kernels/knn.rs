@@ -64,7 +64,7 @@
 //! the differences (not from norms) for the kept candidates.
 
 use crate::config::Metric;
-use ndarray::ArrayView2;
+use ndarray::{s, ArrayView2};
 use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -347,7 +347,7 @@ impl KnnSearch {
             .map(|first| {
                 let count = group_rows.min(n_queries - first);
                 let mut queries_copy = Vec::with_capacity(count * dim);
-                for row in queries.rows().into_iter().skip(first).take(count) {
+                for row in queries.slice(s![first..first + count, ..]).rows() {
                     queries_copy.extend(row.iter().copied());
                 }
                 let query_norms: Vec<f32> = queries_copy
