@@ -33,13 +33,13 @@
 //! In the ring every rank first merges its own block, whose rows are its queries. Distances are
 //! symmetric, so [`KnnSearch::add_block`] then computes only half of the GEMM: the queries are
 //! split into row groups (each group's lists behind its own mutex), and square tiles of whole
-//! groups are paired as (I, J) with I <= J. Each tile pair is one parallel task (the tasks of the
-//! triangle are spread over the rayon pool by work stealing): the GEMM of side I against side J
-//! (no lock held), then, for each strip of a few tile rows while it is in cache, the rows of I
-//! scan it row by row against their own thresholds (the plain pass's scan), and the columns of J
-//! scan it one tile row at a time, each column against *its own* threshold (a vectorised compare
-//! with a vector of thresholds). One group lock is held at a time, never two. It is exact for the
-//! same reasons as above:
+//! groups are paired as (I, J) with I <= J. Each tile pair is one parallel task (tiles are made
+//! small enough for a few pairs per thread, which work stealing evens out): the GEMM of side I
+//! against side J (no lock held), then, for each strip of a few tile rows while it is in cache,
+//! the rows of I scan it row by row against their own thresholds (the plain pass's scan), and the
+//! columns of J scan it one tile row at a time, each column against *its own* threshold (a
+//! vectorised compare with a vector of thresholds). One group lock is held at a time, never two.
+//! It is exact for the same reasons as above:
 //!
 //! - The GEMM error bound `2 γ_D |a| |b|` is symmetric in the two rows, so a tile value filters
 //!   the pair for either list. On the column side the roles of query and reference swap: for l2
@@ -368,7 +368,7 @@ impl KnnSearch {
                 })
             })
             .collect();
-        let side_rows = symmetric_tiles(shape, group_rows, 1).side_rows();
+        let side_rows = group_rows * max_span(shape, group_rows);
         let tile_len = (group_rows * shape.ref_rows).max(side_rows * side_rows);
         let n_tiles = if n_queries == 0 { 0 } else { n_workers };
         KnnSearch {
@@ -475,10 +475,11 @@ impl KnnSearch {
         }
     }
 
-    /// The symmetric pass's tiles: as many whole groups per side as fit in `ref_rows` (at least
-    /// one), so its GEMM tiles are about as large as the plain pass's.
+    /// The symmetric pass's tiles for the current rayon pool (see [`symmetric_tiles`]).
     fn symmetric_tiles(&self) -> SymmetricTiles {
-        symmetric_tiles(self.params.shape, self.group_rows, self.groups.len())
+        let n_groups = self.groups.len();
+        let n_threads = rayon::current_num_threads();
+        symmetric_tiles(self.params.shape, self.group_rows, n_groups, n_threads)
     }
 
     /// Pairs whose canonical distance was computed so far (the filter's pass count).
@@ -520,11 +521,34 @@ enum Pass {
     Symmetric,
 }
 
-/// See [`KnnSearch::symmetric_tiles`].
-fn symmetric_tiles(shape: TileShape, group_rows: usize, n_groups: usize) -> SymmetricTiles {
+/// Tile pairs per thread that the symmetric pass aims for (work stealing evens them out).
+const PAIRS_PER_THREAD: usize = 4;
+
+/// The most groups per side of a symmetric tile: as many whole groups as fit in `ref_rows` (at
+/// least one), so its GEMM tiles are about as large as the plain pass's.
+fn max_span(shape: TileShape, group_rows: usize) -> usize {
+    (shape.ref_rows / group_rows).max(1)
+}
+
+/// The symmetric pass's tiles: the largest span up to [`max_span`] that still gives every thread
+/// about [`PAIRS_PER_THREAD`] tile pairs of the triangle (else one group per side).
+fn symmetric_tiles(
+    shape: TileShape,
+    group_rows: usize,
+    n_groups: usize,
+    n_threads: usize,
+) -> SymmetricTiles {
+    let mut span = max_span(shape, group_rows);
+    while span > 1 {
+        let n_sides = n_groups.div_ceil(span);
+        if n_sides * (n_sides + 1) / 2 >= PAIRS_PER_THREAD * n_threads {
+            break;
+        }
+        span -= 1;
+    }
     SymmetricTiles {
         group_rows,
-        span: (shape.ref_rows / group_rows).max(1),
+        span,
         n_groups,
     }
 }
@@ -1400,6 +1424,21 @@ mod tests {
         assert!(!search.is_query_set(queries.as_slice().unwrap(), 4));
         assert!(!search.is_query_set(&queries.as_slice().unwrap()[..19 * 8], 5));
         assert!(!search.is_query_set(block.as_slice().unwrap(), 5));
+    }
+
+    #[test]
+    fn symmetric_tiles_shrink_to_keep_every_thread_busy() {
+        let shape = TileShape::default();
+        // 79 groups of 256 rows, 2 threads: 512-row sides, 40 sides, 820 pairs.
+        let wide = symmetric_tiles(shape, 256, 79, 2);
+        assert_eq!((wide.span, wide.side_rows(), wide.n_sides()), (2, 512, 40));
+        assert_eq!(wide.groups(39), 78..79);
+        // 8 groups, 16 threads: 2 groups per side would give 10 pairs, so one group per side.
+        let narrow = symmetric_tiles(shape, 256, 8, 16);
+        assert_eq!((narrow.span, narrow.n_sides()), (1, 8));
+        // Small groups: the span is the largest one with enough pairs.
+        let small = symmetric_tiles(shape, 16, 40, 4);
+        assert_eq!((small.span, small.n_sides()), (7, 6));
     }
 
     #[test]
