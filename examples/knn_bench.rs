@@ -4,11 +4,15 @@
 //!
 //! `mpirun -n P target/release/examples/knn_bench DATA.npy K METRIC THREADS OUT_PREFIX`
 //! writes `OUT_PREFIX.json` and `OUT_PREFIX.indices.npy` (n x k int64).
+//!
+//! With `EMBSOLVE_BENCH_SELF=REPEATS` each rank also times its own block against itself, `REPEATS`
+//! times each way: as one block (the symmetric pass) and as two halves (the plain pass, as for
+//! another rank's block), and reports the fastest of each (`self_block` in the JSON).
 
 use embsolve::backend::cpu::CpuKnn;
 use embsolve::comm::{allgatherv, Comm, MpiComm};
 use embsolve::config::Metric;
-use embsolve::kernels::knn::{gemm_tile, TileShape};
+use embsolve::kernels::knn::{gemm_tile, KnnSearch, TileShape};
 use embsolve::layout::RowLayout;
 use ndarray::Array2;
 use rayon::prelude::*;
@@ -79,6 +83,11 @@ fn main() {
     let gemm_cpu = cpu_seconds() - knn_cpu;
     comm.allreduce_max_f64(&mut gemm_seconds);
 
+    let self_block = std::env::var("EMBSOLVE_BENCH_SELF")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map(|repeats| self_block_times(&comm, &local, range.start, k, metric, shape, repeats));
+
     let mut evaluations = [backend.exact_evaluations()];
     comm.allreduce_sum_u64(&mut evaluations);
     let (indices, _) = allgatherv(&comm, &lists.indices);
@@ -98,6 +107,7 @@ fn main() {
             "knn_cpu_s_all_ranks": knn_cpu_all[0],
             "exact_evaluations_per_query": evaluations[0] as f64 / n_rows as f64,
             "tile": [shape.query_rows, shape.ref_rows],
+            "self_block": self_block,
         });
         let mut file = std::fs::File::create(format!("{}.json", args[5])).expect("json");
         writeln!(file, "{}", serde_json::to_string_pretty(&report).unwrap()).unwrap();
@@ -105,6 +115,59 @@ fn main() {
         write_npy_i64(&format!("{}.indices.npy", args[5]), &as_i64, n_rows, k);
         println!("{report}");
     }
+}
+
+/// The own block against itself, as one block (the symmetric pass) and as two halves (the plain
+/// pass): the fastest of `repeats` runs each (max over ranks), the exact evaluations (sum over
+/// ranks) and whether both gave the same lists on every rank.
+fn self_block_times(
+    comm: &MpiComm,
+    local: &Array2<f32>,
+    start: usize,
+    k: usize,
+    metric: Metric,
+    shape: TileShape,
+    repeats: usize,
+) -> serde_json::Value {
+    let rows = local.as_slice().expect("contiguous");
+    let n_local = local.nrows();
+    let half = n_local / 2;
+    let dim = local.ncols();
+    let threads = rayon::current_num_threads();
+    let run = |split: bool| {
+        let mut search = KnnSearch::new(local.view(), start, k, metric, threads, shape);
+        comm.barrier();
+        let begin = Instant::now();
+        if split {
+            search.add_block(&rows[..half * dim], start);
+            search.add_block(&rows[half * dim..], start + half);
+        } else {
+            search.add_block(rows, start);
+        }
+        let mut seconds = [begin.elapsed().as_secs_f64()];
+        comm.allreduce_max_f64(&mut seconds);
+        let mut evaluations = [search.exact_evaluations()];
+        comm.allreduce_sum_u64(&mut evaluations);
+        (seconds[0], evaluations[0], search.finish().ok())
+    };
+    let mut best = [f64::INFINITY; 2];
+    let mut evaluations = [0u64; 2];
+    let mut same = true;
+    for _ in 0..repeats.max(1) {
+        let (symmetric_s, symmetric_evaluations, symmetric_lists) = run(false);
+        let (plain_s, plain_evaluations, plain_lists) = run(true);
+        same &= symmetric_lists.is_some() && symmetric_lists == plain_lists;
+        best = [best[0].min(symmetric_s), best[1].min(plain_s)];
+        evaluations = [symmetric_evaluations, plain_evaluations];
+    }
+    let mut differ = [u64::from(!same)];
+    comm.allreduce_max_u64(&mut differ);
+    serde_json::json!({
+        "repeats": repeats.max(1),
+        "symmetric_s": best[0], "plain_s": best[1],
+        "symmetric_exact_evaluations": evaluations[0], "plain_exact_evaluations": evaluations[1],
+        "same_lists": differ[0] == 0,
+    })
 }
 
 /// GEMM tiles only (no selection): `queries` against `passes` copies of themselves, split over

@@ -28,18 +28,54 @@
 //! A GEMM micro-kernel with a canonical accumulation order would avoid the second pass but would
 //! give up the `gemm` crate's tuned kernels.
 //!
+//! # The symmetric pass: the query set against itself
+//!
+//! In the ring every rank first merges its own block, whose rows are its queries. Distances are
+//! symmetric, so [`KnnSearch::add_block`] then computes only half of the GEMM: the queries are
+//! split into row groups (each group's lists behind its own mutex), and square tiles of whole
+//! groups are paired as (I, J) with I <= J. Each tile pair is one parallel task (tiles are made
+//! small enough for a few pairs per thread, which work stealing evens out): the GEMM of side I
+//! against side J (no lock held), then, for each strip of a few tile rows while it is in cache,
+//! the rows of I scan it row by row against their own thresholds (the plain pass's scan), and the
+//! columns of J scan it one tile row at a time, each column against *its own* threshold (a
+//! vectorised compare with a vector of thresholds). One group lock is held at a time, never two.
+//! It is exact for the same reasons as above:
+//!
+//! - The GEMM error bound `2 γ_D |a| |b|` is symmetric in the two rows, so a tile value filters
+//!   the pair for either list. On the column side the roles of query and reference swap: for l2
+//!   the key is `dot - |b|^2/2` with `b` the *tile row's* reference, and the threshold is the
+//!   column query's own one (its norm, its k-th distance, the block's largest norm).
+//! - The canonical distance is symmetric bit for bit (`x * y == y * x`; `(x - y)^2 == (y - x)^2`),
+//!   so a column-side offer stores exactly what the plain pass would.
+//! - Every ordered pair (query, reference) is examined exactly once, as in the plain pass: in the
+//!   row scan of tile (I, J) when the query's side is before the reference's, in the column scan
+//!   when it is after, and in the row scan of the diagonal tile (I, I) when both are on the same
+//!   side (diagonal tiles have no column scan, so no list is offered a pair twice; the self pair
+//!   is skipped as always).
+//! - A list and its threshold change only under its group's lock, and within a block a threshold
+//!   only rises (the k-th distance only falls). Whatever order the tasks run in, a threshold in
+//!   use is never above the final one, so a final top-k member always passes the filter.
+//!
+//! The pass is taken only when the block is the query set bit for bit (same first row, same rows,
+//! same values); any other block gets the plain pass, one task per group against the whole block.
+//!
 //! For cosine the rows must already be unit length (preprocessing makes them so); the distance is
 //! `1 - dot`. `ip` is `-dot`. `l2` is the Euclidean distance `sqrt(sum (q - b)^2)`, computed from
 //! the differences (not from norms) for the kept candidates.
 
 use crate::config::Metric;
-use ndarray::ArrayView2;
+use ndarray::{s, ArrayView2};
 use rayon::prelude::*;
+use std::ops::Range;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Running sums of the canonical dot product (and of the squared distance).
 const LANES: usize = 32;
 /// Keys compared per filter step in the fused selection.
 const SCAN_CHUNK: usize = 32;
+/// Tile rows scanned by both sides of the symmetric pass before moving on (the strip stays in
+/// cache between the two scans).
+const STRIP_ROWS: usize = 32;
 /// No list entry yet: larger than any real (distance, row) pair.
 const EMPTY_ROW: u64 = u64::MAX;
 
@@ -187,9 +223,9 @@ pub struct Neighbours {
     pub distances: Vec<f32>,
 }
 
-/// One thread's share of the queries, with its lists and its GEMM tile (allocated once).
-struct Worker {
-    /// Global row of the first query of this worker.
+/// A run of consecutive queries with their lists: the unit of parallel work and of locking.
+struct Group {
+    /// Global row of the first query of this group.
     query_start: usize,
     n_queries: usize,
     /// Row-major `n_queries x dim` copy of the queries.
@@ -202,13 +238,11 @@ struct Worker {
     indices: Vec<u64>,
     /// Per query: the smallest GEMM key that can still enter the list (see the module doc).
     thresholds: Vec<f32>,
-    /// GEMM output, `query_rows x ref_rows`, row-major.
-    tile: Vec<f32>,
     /// Pairs whose canonical distance was computed (for tuning and the bench).
     exact_evaluations: u64,
 }
 
-/// Per-block data every worker reads.
+/// Per-block data every task reads.
 struct BlockView<'a> {
     rows: &'a [f32],
     n_rows: usize,
@@ -216,9 +250,12 @@ struct BlockView<'a> {
     /// `|b|^2 / 2` per row (the l2 key is `dot - |b|^2 / 2`).
     half_sq_norms: &'a [f32],
     max_norm: f32,
+    /// The block is the query set (the symmetric pass): queries are read from `rows`, which the
+    /// GEMM has just brought into cache, instead of from the groups' copies (same values).
+    is_query_set: bool,
 }
 
-/// The search parameters shared by the workers.
+/// The search parameters shared by the tasks.
 #[derive(Debug, Clone, Copy)]
 struct Params {
     metric: Metric,
@@ -231,18 +268,55 @@ struct Params {
     avx2: bool,
 }
 
+/// GEMM output tiles, allocated once and lent to one task at a time.
+struct TilePool {
+    tile_len: usize,
+    free: Mutex<Vec<Vec<f32>>>,
+}
+
+impl TilePool {
+    fn new(tile_len: usize, n_tiles: usize) -> TilePool {
+        TilePool {
+            tile_len,
+            free: Mutex::new((0..n_tiles).map(|_| vec![0.0; tile_len]).collect()),
+        }
+    }
+
+    /// Run `work` with a tile from the pool (a new one only when more tasks run at once than
+    /// the pool was sized for).
+    fn with_tile(&self, work: impl FnOnce(&mut [f32])) {
+        let taken = lock(&self.free).pop();
+        let mut tile = taken.unwrap_or_else(|| vec![0.0; self.tile_len]);
+        work(&mut tile);
+        lock(&self.free).push(tile);
+    }
+}
+
+/// Lock a mutex; a poisoned one means a task panicked, and that panic is already on its way to
+/// the caller, so the data is used as it is.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Exact kNN for a fixed set of queries, fed with blocks of reference rows in any order.
 /// All memory (lists, GEMM tiles, per-block norms) is allocated by `new` and `reserve_block`;
 /// the tile loop allocates nothing.
 pub struct KnnSearch {
     params: Params,
-    workers: Vec<Worker>,
+    query_start: usize,
+    n_queries: usize,
+    /// Queries per group (the last group may hold fewer).
+    group_rows: usize,
+    groups: Vec<Mutex<Group>>,
+    tiles: TilePool,
     block_half_sq_norms: Vec<f32>,
 }
 
 impl KnnSearch {
-    /// Start a search for `queries` (global rows `query_start..`), `k` neighbours each, with the
-    /// work split over `n_workers` threads. Rows must be unit length for cosine.
+    /// Start a search for `queries` (global rows `query_start..`), `k` neighbours each, for
+    /// `n_workers` threads: the queries are split into groups of at most `shape.query_rows`
+    /// rows, and into at least `n_workers` groups when there are that many rows. Rows must be
+    /// unit length for cosine.
     pub fn new(
         queries: ArrayView2<f32>,
         query_start: usize,
@@ -267,12 +341,13 @@ impl KnnSearch {
             margin,
             avx2: has_avx2(),
         };
-        let workers = (0..n_workers)
-            .map(|w| {
-                let first = w * n_queries / n_workers;
-                let last = (w + 1) * n_queries / n_workers;
-                let mut queries_copy = Vec::with_capacity((last - first) * dim);
-                for row in queries.rows().into_iter().skip(first).take(last - first) {
+        let group_rows = shape.query_rows.min(n_queries.div_ceil(n_workers)).max(1);
+        let groups = (0..n_queries)
+            .step_by(group_rows)
+            .map(|first| {
+                let count = group_rows.min(n_queries - first);
+                let mut queries_copy = Vec::with_capacity(count * dim);
+                for row in queries.slice(s![first..first + count, ..]).rows() {
                     queries_copy.extend(row.iter().copied());
                 }
                 let query_norms: Vec<f32> = queries_copy
@@ -280,9 +355,7 @@ impl KnnSearch {
                     .map(|q| sum_sq(q).sqrt())
                     .collect();
                 let query_sq_norms = query_norms.iter().map(|n| n * n).collect();
-                let count = last - first;
-                let tile_len = shape.query_rows.min(count.max(1)) * shape.ref_rows;
-                Worker {
+                Mutex::new(Group {
                     query_start: query_start + first,
                     n_queries: count,
                     queries: queries_copy,
@@ -291,14 +364,20 @@ impl KnnSearch {
                     distances: vec![f32::INFINITY; count * k],
                     indices: vec![EMPTY_ROW; count * k],
                     thresholds: vec![f32::NEG_INFINITY; count],
-                    tile: vec![0.0; tile_len],
                     exact_evaluations: 0,
-                }
+                })
             })
             .collect();
+        let side_rows = group_rows * max_span(shape, group_rows);
+        let tile_len = (group_rows * shape.ref_rows).max(side_rows * side_rows);
+        let n_tiles = if n_queries == 0 { 0 } else { n_workers };
         KnnSearch {
             params,
-            workers,
+            query_start,
+            n_queries,
+            group_rows,
+            groups,
+            tiles: TilePool::new(tile_len, n_tiles),
             block_half_sq_norms: Vec::new(),
         }
     }
@@ -311,11 +390,38 @@ impl KnnSearch {
     }
 
     /// Merge a block of reference rows (row-major, `n_rows x dim`, global rows `block_start..`)
-    /// into every query's list. Workers run in parallel on the current rayon pool.
+    /// into every query's list. Tasks run in parallel on the current rayon pool. When the block
+    /// is the query set itself (same global rows, same values), each pair of rows is compared
+    /// once for both lists (the symmetric pass of the module doc).
     pub fn add_block(&mut self, rows: &[f32], block_start: usize) {
+        if self.is_query_set(rows, block_start) {
+            self.add_block_with(rows, block_start, Pass::Symmetric);
+        } else {
+            self.add_block_with(rows, block_start, Pass::Plain);
+        }
+    }
+
+    /// True when `rows` at `block_start` are exactly the queries (bit for bit).
+    fn is_query_set(&mut self, rows: &[f32], block_start: usize) -> bool {
+        let dim = self.params.dim;
+        if block_start != self.query_start || rows.len() != self.n_queries * dim {
+            return false;
+        }
+        let mut offset = 0;
+        self.groups.iter_mut().all(|group| {
+            let group = group.get_mut().unwrap_or_else(PoisonError::into_inner);
+            let mine = &rows[offset..offset + group.queries.len()];
+            offset += group.queries.len();
+            mine.iter()
+                .zip(&group.queries)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        })
+    }
+
+    fn add_block_with(&mut self, rows: &[f32], block_start: usize, pass: Pass) {
         let dim = self.params.dim;
         let n_rows = rows.len().checked_div(dim).unwrap_or(0);
-        if n_rows == 0 || self.workers.iter().all(|w| w.n_queries == 0) {
+        if n_rows == 0 || self.n_queries == 0 {
             return;
         }
         self.block_half_sq_norms.clear();
@@ -331,30 +437,72 @@ impl KnnSearch {
             start: block_start,
             half_sq_norms: &self.block_half_sq_norms,
             max_norm,
+            is_query_set: pass == Pass::Symmetric,
         };
         let params = self.params;
-        self.workers
-            .par_iter_mut()
-            .for_each(|worker| worker.add_block(&params, &block));
+        let tiles = &self.tiles;
+        match pass {
+            Pass::Plain => self.groups.par_iter_mut().for_each(|group| {
+                let group = group.get_mut().unwrap_or_else(PoisonError::into_inner);
+                tiles.with_tile(|tile| group.add_block(&params, &block, tile));
+            }),
+            Pass::Symmetric => {
+                debug_assert_eq!(n_rows, self.n_queries);
+                self.groups.par_iter_mut().for_each(|group| {
+                    let group = group.get_mut().unwrap_or_else(PoisonError::into_inner);
+                    group.reset_thresholds(&params, max_norm);
+                });
+                let groups = &self.groups;
+                let layout = self.symmetric_tiles();
+                let n_sides = layout.n_sides();
+                (0..n_sides * (n_sides + 1) / 2)
+                    .into_par_iter()
+                    .for_each(|pair| {
+                        let (row_side, column_side) = upper_triangle_pair(pair, n_sides);
+                        tiles.with_tile(|tile| {
+                            symmetric_tile(
+                                &params,
+                                &block,
+                                groups,
+                                layout,
+                                row_side,
+                                column_side,
+                                tile,
+                            )
+                        });
+                    });
+            }
+        }
+    }
+
+    /// The symmetric pass's tiles for the current rayon pool (see [`symmetric_tiles`]).
+    fn symmetric_tiles(&self) -> SymmetricTiles {
+        let n_groups = self.groups.len();
+        let n_threads = rayon::current_num_threads();
+        symmetric_tiles(self.params.shape, self.group_rows, n_groups, n_threads)
     }
 
     /// Pairs whose canonical distance was computed so far (the filter's pass count).
     pub fn exact_evaluations(&self) -> u64 {
-        self.workers.iter().map(|w| w.exact_evaluations).sum()
+        self.groups
+            .iter()
+            .map(|group| lock(group).exact_evaluations)
+            .sum()
     }
 
     /// The lists, or the first query that has fewer than k neighbours (fewer than k + 1 rows were
     /// given, or distances were not finite).
     pub fn finish(self) -> Result<Neighbours, usize> {
         let k = self.params.k;
-        let mut indices = Vec::new();
-        let mut distances = Vec::new();
-        for worker in self.workers {
-            if let Some(position) = worker.indices.iter().position(|&i| i == EMPTY_ROW) {
-                return Err(worker.query_start + position / k);
+        let mut indices = Vec::with_capacity(self.n_queries * k);
+        let mut distances = Vec::with_capacity(self.n_queries * k);
+        for group in self.groups {
+            let group = group.into_inner().unwrap_or_else(PoisonError::into_inner);
+            if let Some(position) = group.indices.iter().position(|&i| i == EMPTY_ROW) {
+                return Err(group.query_start + position / k);
             }
-            indices.extend(worker.indices);
-            distances.extend(worker.distances);
+            indices.extend(group.indices);
+            distances.extend(group.distances);
         }
         Ok(Neighbours {
             k,
@@ -364,49 +512,242 @@ impl KnnSearch {
     }
 }
 
-impl Worker {
-    fn add_block(&mut self, params: &Params, block: &BlockView) {
-        if self.n_queries == 0 {
-            return;
+/// How a block is merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Every group against every block row (any block).
+    Plain,
+    /// Tile pairs (I, J), I <= J, of the query set against itself, each feeding both lists.
+    Symmetric,
+}
+
+/// Tile pairs per thread that the symmetric pass aims for (work stealing evens them out).
+const PAIRS_PER_THREAD: usize = 4;
+
+/// The most groups per side of a symmetric tile: as many whole groups as fit in `ref_rows` (at
+/// least one), so its GEMM tiles are about as large as the plain pass's.
+fn max_span(shape: TileShape, group_rows: usize) -> usize {
+    (shape.ref_rows / group_rows).max(1)
+}
+
+/// The symmetric pass's tiles: the largest span up to [`max_span`] that still gives every thread
+/// about [`PAIRS_PER_THREAD`] tile pairs of the triangle (else one group per side).
+fn symmetric_tiles(
+    shape: TileShape,
+    group_rows: usize,
+    n_groups: usize,
+    n_threads: usize,
+) -> SymmetricTiles {
+    let mut span = max_span(shape, group_rows);
+    while span > 1 {
+        let n_sides = n_groups.div_ceil(span);
+        if n_sides * (n_sides + 1) / 2 >= PAIRS_PER_THREAD * n_threads {
+            break;
         }
-        let dim = params.dim;
-        for q in 0..self.n_queries {
-            self.thresholds[q] = self.threshold(params, q, block.max_norm);
+        span -= 1;
+    }
+    SymmetricTiles {
+        group_rows,
+        span,
+        n_groups,
+    }
+}
+
+/// The `pair`-th (row side, column side) of the upper triangle `I <= J` of `n_sides` tile sides,
+/// row by row: (0, 0), (0, 1), .., (0, n - 1), (1, 1), ..
+fn upper_triangle_pair(pair: usize, n_sides: usize) -> (usize, usize) {
+    let mut row_side = 0;
+    let mut rest = pair;
+    while rest >= n_sides - row_side {
+        rest -= n_sides - row_side;
+        row_side += 1;
+    }
+    (row_side, row_side + rest)
+}
+
+/// The groups of the symmetric pass's square tiles: `span` consecutive groups per side.
+#[derive(Debug, Clone, Copy)]
+struct SymmetricTiles {
+    group_rows: usize,
+    span: usize,
+    n_groups: usize,
+}
+
+impl SymmetricTiles {
+    /// Rows per tile side (the last tile may hold fewer).
+    fn side_rows(&self) -> usize {
+        self.span * self.group_rows
+    }
+
+    /// Tiles per side of the triangle.
+    fn n_sides(&self) -> usize {
+        self.n_groups.div_ceil(self.span)
+    }
+
+    /// The groups of tile side `side`.
+    fn groups(&self, side: usize) -> Range<usize> {
+        side * self.span..((side + 1) * self.span).min(self.n_groups)
+    }
+}
+
+/// One tile pair of the symmetric pass: the GEMM of row side I against column side J (no lock
+/// held), then, strip by strip of tile rows, the group of I that owns the strip scans its rows
+/// (holding its own lock only) and, when I != J, each group of J scans its columns of the strip
+/// (holding its own lock only). No two locks are ever held together.
+fn symmetric_tile(
+    params: &Params,
+    block: &BlockView,
+    groups: &[Mutex<Group>],
+    layout: SymmetricTiles,
+    row_side: usize,
+    column_side: usize,
+    tile: &mut [f32],
+) {
+    let dim = params.dim;
+    let stride = layout.side_rows();
+    let row_first = row_side * stride;
+    let n_row = stride.min(block.n_rows - row_first);
+    let column_first = column_side * stride;
+    let n_column = stride.min(block.n_rows - column_first);
+    gemm_tile(
+        tile,
+        stride,
+        &block.rows[row_first * dim..(row_first + n_row) * dim],
+        n_row,
+        &block.rows[column_first * dim..(column_first + n_column) * dim],
+        n_column,
+        dim,
+    );
+    if row_side == column_side {
+        for (position, group) in layout.groups(row_side).enumerate() {
+            let tile_row = position * layout.group_rows;
+            let mut group = lock(&groups[group]);
+            let queries = 0..group.n_queries;
+            group.scan_tile_rows(
+                params,
+                block,
+                &tile[tile_row * stride..],
+                stride,
+                queries,
+                column_first,
+                n_column,
+            );
         }
-        let shape = params.shape;
-        // The tile is moved out for the loop so `offer` can borrow the rest of the worker.
-        let mut tile = std::mem::take(&mut self.tile);
-        for ref_first in (0..block.n_rows).step_by(shape.ref_rows) {
-            let n_ref = shape.ref_rows.min(block.n_rows - ref_first);
-            let ref_rows = &block.rows[ref_first * dim..(ref_first + n_ref) * dim];
-            for query_first in (0..self.n_queries).step_by(shape.query_rows) {
-                let n_query = shape.query_rows.min(self.n_queries - query_first);
-                let query_rows = &self.queries[query_first * dim..(query_first + n_query) * dim];
-                gemm_tile(
-                    &mut tile,
-                    shape.ref_rows,
-                    query_rows,
-                    n_query,
-                    ref_rows,
-                    n_ref,
-                    dim,
+        return;
+    }
+    // Strips of a few tile rows, each scanned by both sides while it is in cache.
+    for (position, group) in layout.groups(row_side).enumerate() {
+        let group_first = position * layout.group_rows;
+        let n_group = layout.group_rows.min(n_row - group_first);
+        for strip_first in (0..n_group).step_by(STRIP_ROWS) {
+            let strip_rows = STRIP_ROWS.min(n_group - strip_first);
+            let tile_row = group_first + strip_first;
+            let strip = &tile[tile_row * stride..];
+            lock(&groups[group]).scan_tile_rows(
+                params,
+                block,
+                strip,
+                stride,
+                strip_first..strip_first + strip_rows,
+                column_first,
+                n_column,
+            );
+            for (position, column_group) in layout.groups(column_side).enumerate() {
+                let tile_column = position * layout.group_rows;
+                lock(&groups[column_group]).scan_tile_columns(
+                    params,
+                    block,
+                    &strip[tile_column..],
+                    stride,
+                    row_first + tile_row,
+                    strip_rows,
                 );
-                for local in 0..n_query {
-                    let q = query_first + local;
-                    let keys = &tile[local * shape.ref_rows..local * shape.ref_rows + n_ref];
-                    let offsets = &block.half_sq_norms[ref_first..ref_first + n_ref];
-                    let mut from = 0;
-                    let offsets = (params.metric == Metric::L2).then_some(offsets);
-                    while let Some(found) =
-                        next_candidate(keys, offsets, from, self.thresholds[q], params.avx2)
-                    {
-                        self.offer(params, q, block, ref_first + found);
-                        from = found + 1;
-                    }
-                }
             }
         }
-        self.tile = tile;
+    }
+}
+
+impl Group {
+    /// The plain pass: this group's queries against every row of `block`, one GEMM tile of
+    /// `ref_rows` reference rows at a time.
+    fn add_block(&mut self, params: &Params, block: &BlockView, tile: &mut [f32]) {
+        self.reset_thresholds(params, block.max_norm);
+        let dim = params.dim;
+        let stride = params.shape.ref_rows;
+        for ref_first in (0..block.n_rows).step_by(stride) {
+            let n_ref = stride.min(block.n_rows - ref_first);
+            gemm_tile(
+                tile,
+                stride,
+                &self.queries,
+                self.n_queries,
+                &block.rows[ref_first * dim..(ref_first + n_ref) * dim],
+                n_ref,
+                dim,
+            );
+            let queries = 0..self.n_queries;
+            self.scan_tile_rows(params, block, tile, stride, queries, ref_first, n_ref);
+        }
+    }
+
+    /// The thresholds for a new block (they depend on the block's largest norm).
+    fn reset_thresholds(&mut self, params: &Params, block_max_norm: f32) {
+        for q in 0..self.n_queries {
+            self.thresholds[q] = self.threshold(params, q, block_max_norm);
+        }
+    }
+
+    /// Row side: tile row `q - queries.start` holds query q's GEMM keys against block rows `ref_first..+n_ref`;
+    /// offer every key that passes q's threshold.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_tile_rows(
+        &mut self,
+        params: &Params,
+        block: &BlockView,
+        tile: &[f32],
+        stride: usize,
+        queries: Range<usize>,
+        ref_first: usize,
+        n_ref: usize,
+    ) {
+        let offsets = &block.half_sq_norms[ref_first..ref_first + n_ref];
+        let offsets = (params.metric == Metric::L2).then_some(offsets);
+        for (tile_row, q) in queries.enumerate() {
+            let keys = &tile[tile_row * stride..tile_row * stride + n_ref];
+            let mut from = 0;
+            while let Some(found) =
+                next_candidate(keys, offsets, from, self.thresholds[q], params.avx2)
+            {
+                self.offer(params, q, block, ref_first + found);
+                from = found + 1;
+            }
+        }
+    }
+
+    /// Column side: tile row r holds the GEMM keys of block row `ref_first + r` against this
+    /// group's queries (the columns); the reference is now the tile row, so the l2 offset is that
+    /// row's `|b|^2 / 2`, and each column is compared with its own query's threshold.
+    fn scan_tile_columns(
+        &mut self,
+        params: &Params,
+        block: &BlockView,
+        tile: &[f32],
+        stride: usize,
+        ref_first: usize,
+        n_ref: usize,
+    ) {
+        let l2 = params.metric == Metric::L2;
+        for r in 0..n_ref {
+            let keys = &tile[r * stride..r * stride + self.n_queries];
+            let offset = l2.then_some(block.half_sq_norms[ref_first + r]);
+            let mut from = 0;
+            while let Some(q) =
+                next_column_candidate(keys, offset, &self.thresholds, from, params.avx2)
+            {
+                self.offer(params, q, block, ref_first + r);
+                from = q + 1;
+            }
+        }
     }
 
     /// Compute the canonical distance of (query q, block row) and insert it if it belongs.
@@ -419,7 +760,12 @@ impl Worker {
         let dim = params.dim;
         let k = params.k;
         self.exact_evaluations += 1;
-        let query = &self.queries[q * dim..(q + 1) * dim];
+        let query = if block.is_query_set {
+            let query_row = self.query_start + q - block.start;
+            &block.rows[query_row * dim..(query_row + 1) * dim]
+        } else {
+            &self.queries[q * dim..(q + 1) * dim]
+        };
         let reference = &block.rows[block_row * dim..(block_row + 1) * dim];
         let distance = exact_distance(params.metric, query, reference);
         let list_d = &mut self.distances[q * k..(q + 1) * k];
@@ -579,6 +925,76 @@ fn next_candidate_portable<const L2: bool>(
         start += SCAN_CHUNK;
     }
     (start..n).find(|&j| key(j) >= threshold)
+}
+
+/// Column side of the symmetric pass: the first position `j >= from` whose key (`keys[j]`, minus
+/// the row's `offset` for l2) is `>= thresholds[j]`. Compares 32 keys with 32 thresholds per
+/// step; uses AVX2 when the CPU has it (same answer either way).
+#[inline]
+fn next_column_candidate(
+    keys: &[f32],
+    offset: Option<f32>,
+    thresholds: &[f32],
+    from: usize,
+    avx2: bool,
+) -> Option<usize> {
+    let thresholds = &thresholds[..keys.len()];
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: `avx2` is true only when the CPU reports AVX2 (checked in `KnnSearch::new`).
+        return unsafe {
+            match offset {
+                Some(offset) => next_column_candidate_avx2::<true>(keys, offset, thresholds, from),
+                None => next_column_candidate_avx2::<false>(keys, 0.0, thresholds, from),
+            }
+        };
+    }
+    let _ = avx2;
+    match offset {
+        Some(offset) => next_column_candidate_portable::<true>(keys, offset, thresholds, from),
+        None => next_column_candidate_portable::<false>(keys, 0.0, thresholds, from),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn next_column_candidate_avx2<const L2: bool>(
+    keys: &[f32],
+    offset: f32,
+    thresholds: &[f32],
+    from: usize,
+) -> Option<usize> {
+    next_column_candidate_portable::<L2>(keys, offset, thresholds, from)
+}
+
+#[inline(always)]
+fn next_column_candidate_portable<const L2: bool>(
+    keys: &[f32],
+    offset: f32,
+    thresholds: &[f32],
+    from: usize,
+) -> Option<usize> {
+    let key = |value: f32| if L2 { value - offset } else { value };
+    let passes = |j: usize| key(keys[j]) >= thresholds[j];
+    let n = keys.len();
+    let mut start = from;
+    while start + SCAN_CHUNK <= n {
+        let chunk: &[f32; SCAN_CHUNK] = keys[start..start + SCAN_CHUNK]
+            .try_into()
+            .expect("chunk length");
+        let limits: &[f32; SCAN_CHUNK] = thresholds[start..start + SCAN_CHUNK]
+            .try_into()
+            .expect("chunk length");
+        let mut hit = false;
+        for j in 0..SCAN_CHUNK {
+            hit |= key(chunk[j]) >= limits[j];
+        }
+        if hit {
+            return (start..start + SCAN_CHUNK).find(|&j| passes(j));
+        }
+        start += SCAN_CHUNK;
+    }
+    (start..n).find(|&j| passes(j))
 }
 
 /// `tile[i * tile_stride + j] = dot(query i, reference j)` for an `n_query x n_ref` tile, with the
@@ -826,5 +1242,257 @@ mod tests {
         let mut search = KnnSearch::new(rows.view(), 10, 4, Metric::L2, 1, TileShape::default());
         search.add_block(rows.as_slice().unwrap(), 10);
         assert_eq!(search.finish().err(), Some(10));
+    }
+
+    /// Runs `work` on a local rayon pool of `threads` threads.
+    fn on_pool<T: Send>(threads: usize, work: impl FnOnce() -> T + Send) -> T {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("rayon pool")
+            .install(work)
+    }
+
+    /// The whole set against itself with the given pass (or the dispatching `add_block`).
+    fn search_self(
+        rows: &Array2<f32>,
+        k: usize,
+        metric: Metric,
+        threads: usize,
+        shape: TileShape,
+        pass: Option<Pass>,
+    ) -> Result<Neighbours, usize> {
+        on_pool(threads, || {
+            let data = rows.as_slice().unwrap();
+            let mut search = KnnSearch::new(rows.view(), 0, k, metric, threads, shape);
+            match pass {
+                Some(pass) => search.add_block_with(data, 0, pass),
+                None => search.add_block(data, 0),
+            }
+            search.finish()
+        })
+    }
+
+    fn assert_same_lists(
+        got: &Neighbours,
+        want_indices: &[u64],
+        want_distances: &[f32],
+        case: &str,
+    ) {
+        assert_eq!(got.indices, want_indices, "{case}: indices differ");
+        let same_bits = got.distances.len() == want_distances.len()
+            && got
+                .distances
+                .iter()
+                .zip(want_distances)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same_bits, "{case}: distances differ");
+    }
+
+    /// Tile shapes for the symmetric pass: one tile, tiles of one group per side, tiles of two
+    /// or three groups per side with a short last side (157 and 83 rows), and groups of more than
+    /// one strip (`STRIP_ROWS`).
+    const SYMMETRIC_SHAPES: [TileShape; 7] = [
+        TileShape {
+            query_rows: 256,
+            ref_rows: 512,
+        },
+        TileShape {
+            query_rows: 3,
+            ref_rows: 5,
+        },
+        TileShape {
+            query_rows: 1,
+            ref_rows: 2,
+        },
+        TileShape {
+            query_rows: 7,
+            ref_rows: 16,
+        },
+        TileShape {
+            query_rows: 40,
+            ref_rows: 3,
+        },
+        TileShape {
+            query_rows: 4,
+            ref_rows: 13,
+        },
+        TileShape {
+            query_rows: 40,
+            ref_rows: 80,
+        },
+    ];
+
+    #[test]
+    fn symmetric_pass_equals_the_plain_pass_and_the_oracle() {
+        for metric in [Metric::Cosine, Metric::L2, Metric::Ip] {
+            for (n_rows, dim, seed) in [(157usize, 19usize, 21u64), (83, 45, 22)] {
+                let rows = rows_with_ties(n_rows, dim, seed, metric == Metric::Cosine);
+                for k in [1usize, 4, 16] {
+                    let (want_indices, want_distances) = knn_naive(rows.view(), k, metric);
+                    for shape in SYMMETRIC_SHAPES {
+                        for threads in [1usize, 3] {
+                            let case = format!(
+                                "{metric:?} n={n_rows} dim={dim} k={k} {shape:?} threads={threads}"
+                            );
+                            for pass in [Some(Pass::Plain), Some(Pass::Symmetric), None] {
+                                let got = search_self(&rows, k, metric, threads, shape, pass)
+                                    .expect("every query has k neighbours");
+                                let case = format!("{case} {pass:?}");
+                                assert_same_lists(&got, &want_indices, &want_distances, &case);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ring_order_with_the_own_block_first_equals_the_oracle() {
+        // Three "ranks" of uneven size: each searches its slice, its own block first (the
+        // symmetric pass), then the others' blocks (the plain pass), as the ring delivers them.
+        for metric in [Metric::Cosine, Metric::L2, Metric::Ip] {
+            let rows = rows_with_ties(131, 33, 31, metric == Metric::Cosine);
+            let dim = rows.ncols();
+            let data = rows.as_slice().unwrap();
+            let bounds = [0usize, 40, 41, 131];
+            let k = 6;
+            let (want_indices, want_distances) = knn_naive(rows.view(), k, metric);
+            for threads in [1usize, 2, 4] {
+                for shape in SYMMETRIC_SHAPES {
+                    for rank in 0..3 {
+                        let (first, last) = (bounds[rank], bounds[rank + 1]);
+                        let got = on_pool(threads, || {
+                            let queries = rows.slice(ndarray::s![first..last, ..]);
+                            let mut search =
+                                KnnSearch::new(queries, first, k, metric, threads, shape);
+                            for step in 0..3 {
+                                let owner = (rank + 3 - step) % 3;
+                                let (start, end) = (bounds[owner], bounds[owner + 1]);
+                                search.add_block(&data[start * dim..end * dim], start);
+                            }
+                            search.finish().expect("every query has k neighbours")
+                        });
+                        let case = format!("{metric:?} rank {rank} {shape:?} threads={threads}");
+                        assert_same_lists(
+                            &got,
+                            &want_indices[first * k..last * k],
+                            &want_distances[first * k..last * k],
+                            &case,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn symmetric_pass_breaks_ties_between_identical_rows_by_row() {
+        let rows = Array2::from_elem((11, 4), 0.5f32);
+        for shape in SYMMETRIC_SHAPES {
+            for threads in [1usize, 3] {
+                let got = search_self(&rows, 3, Metric::L2, threads, shape, Some(Pass::Symmetric))
+                    .expect("every query has k neighbours");
+                assert_eq!(&got.indices[0..3], &[1, 2, 3], "{shape:?}");
+                assert_eq!(&got.indices[3..6], &[0, 2, 3], "{shape:?}");
+                assert_eq!(&got.indices[30..33], &[0, 1, 2], "{shape:?}");
+                assert!(got.distances.iter().all(|&d| d == 0.0));
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_without_finite_distances_is_reported_by_both_passes() {
+        let mut rows = rows_with_ties(30, 8, 41, false);
+        rows.row_mut(17).fill(f32::NAN);
+        for shape in SYMMETRIC_SHAPES {
+            for pass in [Pass::Plain, Pass::Symmetric] {
+                let got = search_self(&rows, 2, Metric::L2, 2, shape, Some(pass));
+                assert_eq!(got.err(), Some(17), "{shape:?} {pass:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_block_with_the_queries_rows_but_other_values_takes_the_plain_pass() {
+        let queries = rows_with_ties(20, 8, 51, false);
+        let mut block = queries.clone();
+        block[[3, 2]] += 1.0;
+        let mut search = KnnSearch::new(queries.view(), 5, 2, Metric::L2, 2, TileShape::default());
+        assert!(search.is_query_set(queries.as_slice().unwrap(), 5));
+        assert!(!search.is_query_set(queries.as_slice().unwrap(), 4));
+        assert!(!search.is_query_set(&queries.as_slice().unwrap()[..19 * 8], 5));
+        assert!(!search.is_query_set(block.as_slice().unwrap(), 5));
+    }
+
+    #[test]
+    fn symmetric_tiles_shrink_to_keep_every_thread_busy() {
+        let shape = TileShape::default();
+        // 79 groups of 256 rows, 2 threads: 512-row sides, 40 sides, 820 pairs.
+        let wide = symmetric_tiles(shape, 256, 79, 2);
+        assert_eq!((wide.span, wide.side_rows(), wide.n_sides()), (2, 512, 40));
+        assert_eq!(wide.groups(39), 78..79);
+        // 8 groups, 16 threads: 2 groups per side would give 10 pairs, so one group per side.
+        let narrow = symmetric_tiles(shape, 256, 8, 16);
+        assert_eq!((narrow.span, narrow.n_sides()), (1, 8));
+        // Small groups: the span is the largest one with enough pairs.
+        let small = symmetric_tiles(shape, 16, 40, 4);
+        assert_eq!((small.span, small.n_sides()), (7, 6));
+    }
+
+    #[test]
+    fn upper_triangle_pairs_are_each_pair_once() {
+        for n_sides in [1usize, 2, 5, 9] {
+            let pairs: Vec<(usize, usize)> = (0..n_sides * (n_sides + 1) / 2)
+                .map(|pair| upper_triangle_pair(pair, n_sides))
+                .collect();
+            let mut want = Vec::new();
+            for i in 0..n_sides {
+                for j in i..n_sides {
+                    want.push((i, j));
+                }
+            }
+            assert_eq!(pairs, want);
+        }
+    }
+
+    #[test]
+    fn column_scan_simd_and_portable_agree() {
+        let mut rng = ChaCha8Rng::seed_from_u64(61);
+        for n in [1usize, 31, 32, 33, 95, 256] {
+            for _ in 0..50 {
+                let mut keys: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+                let thresholds: Vec<f32> = (0..n)
+                    .map(|_| match rng.gen_range(0..10) {
+                        0 => f32::NEG_INFINITY,
+                        _ => rng.gen_range(0.5..1.2),
+                    })
+                    .collect();
+                keys[rng.gen_range(0..n)] = f32::NAN;
+                let offset = rng.gen_range(-0.3f32..0.3);
+                for with_offset in [None, Some(offset)] {
+                    let mut from = 0;
+                    let mut simd_hits = Vec::new();
+                    while let Some(j) =
+                        next_column_candidate(&keys, with_offset, &thresholds, from, has_avx2())
+                    {
+                        simd_hits.push(j);
+                        from = j + 1;
+                    }
+                    let want: Vec<usize> = (0..n)
+                        .filter(|&j| keys[j] - with_offset.unwrap_or(0.0) >= thresholds[j])
+                        .collect();
+                    let portable: Vec<usize> = (0..n)
+                        .filter(|&j| {
+                            next_column_candidate(&keys, with_offset, &thresholds, j, false)
+                                == Some(j)
+                        })
+                        .collect();
+                    assert_eq!(simd_hits, want, "n={n} offset {with_offset:?}");
+                    assert_eq!(portable, want, "n={n} offset {with_offset:?}");
+                }
+            }
+        }
     }
 }
