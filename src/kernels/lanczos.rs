@@ -11,7 +11,7 @@
 //! orthogonal to them checks for eigenvalues a single Krylov sequence cannot see (repeated
 //! eigenvalues, e.g. the eigenvalue 1 of a graph with several components); any found are swapped in.
 
-use crate::kernels::exact::{to_fixed, ExactSum, GridSum, GRID_SUM_TERMS};
+use crate::kernels::exact::{grid_split, to_fixed, ExactSum, GridSum, GRID_SUM_TERMS};
 use crate::kernels::linop::{LinOp, Reduce};
 use rayon::prelude::*;
 
@@ -163,7 +163,19 @@ struct Basis {
     local_len: usize,
     capacity: usize,
     data: Vec<f64>,
+    /// Columns 0..n that have at most one nonzero per row (the component vectors), also kept as
+    /// (column, value) per row, so Gram-Schmidt handles them in O(rows) instead of O(n rows).
+    sparse: Option<SparseColumns>,
 }
+
+/// Per row the only nonzero among columns 0..n (`NO_COLUMN` when none) and its value.
+struct SparseColumns {
+    n: usize,
+    column: Vec<u32>,
+    value: Vec<f64>,
+}
+
+const NO_COLUMN: u32 = u32::MAX;
 
 impl Basis {
     fn new(local_len: usize, capacity: usize) -> Self {
@@ -171,6 +183,7 @@ impl Basis {
             local_len,
             capacity,
             data: vec![0.0; local_len * capacity],
+            sparse: None,
         }
     }
 
@@ -181,29 +194,89 @@ impl Basis {
     }
 
     fn set_column(&mut self, column: usize, values: &[f64], factor: f64) {
+        self.forget_sparse_if_touched(column);
         for (row, &value) in values.iter().enumerate() {
             self.data[row * self.capacity + column] = value * factor;
         }
     }
 
     fn swap_columns(&mut self, a: usize, b: usize) {
+        self.forget_sparse_if_touched(a.min(b));
         for row in 0..self.local_len {
             self.data
                 .swap(row * self.capacity + a, row * self.capacity + b);
         }
     }
 
+    /// Use the sparse form for columns 0..n when every row has at most one nonzero among them
+    /// (the same answer on every rank: a collective decision is made by the caller).
+    fn sparse_form(&self, n: usize) -> Option<SparseColumns> {
+        let mut column = vec![NO_COLUMN; self.local_len];
+        let mut value = vec![0.0; self.local_len];
+        for row in 0..self.local_len {
+            for c in 0..n {
+                let v = self.data[row * self.capacity + c];
+                if v != 0.0 {
+                    if column[row] != NO_COLUMN {
+                        return None;
+                    }
+                    column[row] = c as u32;
+                    value[row] = v;
+                }
+            }
+        }
+        Some(SparseColumns { n, column, value })
+    }
+
+    fn forget_sparse_if_touched(&mut self, column: usize) {
+        if self.sparse.as_ref().is_some_and(|s| column < s.n) {
+            self.sparse = None;
+        }
+    }
+
+    /// Columns handled by the sparse form for a pass over columns 0..n_columns.
+    fn n_sparse(&self, n_columns: usize) -> usize {
+        match &self.sparse {
+            Some(sparse) if sparse.n <= n_columns => sparse.n,
+            _ => 0,
+        }
+    }
+
     /// Exact local inner products of columns 0..n_columns with `w` (each product times `scale`).
+    /// The sparse columns give the same exact sums as the dense kernel would (same terms).
     fn local_dots(&self, n_columns: usize, w: &[f64], scale: f64) -> Vec<ExactSum> {
         let capacity = self.capacity;
+        let n_sparse = self.n_sparse(n_columns);
+        let sparse = self.sparse.as_ref().filter(|_| n_sparse > 0);
         let sums = self
             .data
             .par_chunks(CHUNK_ROWS * capacity)
             .zip(w.par_chunks(CHUNK_ROWS))
-            .map(|(rows, w_rows)| {
+            .enumerate()
+            .map(|(chunk, (rows, w_rows))| {
                 let mut high = vec![0.0; n_columns];
                 let mut low = vec![0.0; n_columns];
-                simd::dots_rows(rows, capacity, w_rows, scale, &mut high, &mut low);
+                simd::dots_rows(
+                    rows,
+                    capacity,
+                    n_sparse,
+                    w_rows,
+                    scale,
+                    &mut high[n_sparse..],
+                    &mut low[n_sparse..],
+                );
+                if let Some(sparse) = sparse {
+                    let first_row = chunk * CHUNK_ROWS;
+                    for (offset, &w_value) in w_rows.iter().enumerate() {
+                        let c = sparse.column[first_row + offset];
+                        if c != NO_COLUMN {
+                            let (h, l) =
+                                grid_split(sparse.value[first_row + offset] * (w_value * scale));
+                            high[c as usize] += h;
+                            low[c as usize] += l;
+                        }
+                    }
+                }
                 high.iter()
                     .zip(&low)
                     .map(|(&h, &l)| GridSum::from_parts(h, l).exact().0)
@@ -221,12 +294,27 @@ impl Basis {
         sums.into_iter().map(ExactSum).collect()
     }
 
-    /// w -= sum_c coefficients[c] * column c (c < coefficients.len()), row by row.
+    /// w -= sum_c coefficients[c] * column c (c < coefficients.len()), row by row: the dense
+    /// columns first, then the row's sparse column.
     fn subtract(&self, coefficients: &[f64], w: &mut [f64]) {
         let capacity = self.capacity;
+        let n_sparse = self.n_sparse(coefficients.len());
+        let sparse = self.sparse.as_ref().filter(|_| n_sparse > 0);
         w.par_chunks_mut(CHUNK_ROWS)
             .zip(self.data.par_chunks(CHUNK_ROWS * capacity))
-            .for_each(|(w_rows, rows)| simd::subtract_rows(rows, capacity, coefficients, w_rows));
+            .enumerate()
+            .for_each(|(chunk, (w_rows, rows))| {
+                simd::subtract_rows(rows, capacity, n_sparse, &coefficients[n_sparse..], w_rows);
+                if let Some(sparse) = sparse {
+                    let first_row = chunk * CHUNK_ROWS;
+                    for (offset, w_value) in w_rows.iter_mut().enumerate() {
+                        let c = sparse.column[first_row + offset];
+                        if c != NO_COLUMN {
+                            *w_value -= sparse.value[first_row + offset] * coefficients[c as usize];
+                        }
+                    }
+                }
+            });
     }
 
     /// Columns first..first+n_out become the combinations sum_l columns[first + l] * coefficients[l][i]
@@ -240,6 +328,18 @@ impl Basis {
                 simd::combine_rows(rows, capacity, first, n_in, coefficients, &mut combined);
             });
     }
+}
+
+/// Tests set this to keep known vectors in the dense kernels only.
+#[cfg(test)]
+static DENSE_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn dense_only() -> bool {
+    #[cfg(test)]
+    if DENSE_ONLY.load(std::sync::atomic::Ordering::Relaxed) {
+        return true;
+    }
+    false
 }
 
 /// The solver state shared by the search and the checks.
@@ -476,6 +576,13 @@ impl Solver<'_> {
                 self.x[row] = known.vectors[row * n + column];
             }
             self.basis.set_column(column, &self.x, 1.0);
+        }
+        // The sparse form only when every rank can use it (the kernels' rounding differs).
+        let sparse = self.basis.sparse_form(n);
+        let mut dense_somewhere = [if sparse.is_some() { 0.0 } else { 1.0 }];
+        self.reduce.max_f64(&mut dense_somewhere);
+        if dense_somewhere[0] == 0.0 && !dense_only() {
+            self.basis.sparse = sparse;
         }
         let scale = known
             .values
@@ -754,17 +861,18 @@ mod simd {
     pub fn dots_rows(
         rows: &[f64],
         capacity: usize,
+        first: usize,
         w_rows: &[f64],
         scale: f64,
         high: &mut [f64],
         low: &mut [f64],
     ) {
-        dispatch!(dots_rows(rows: &[f64], capacity: usize, w_rows: &[f64], scale: f64, high: &mut [f64], low: &mut [f64]) {
+        dispatch!(dots_rows(rows: &[f64], capacity: usize, first: usize, w_rows: &[f64], scale: f64, high: &mut [f64], low: &mut [f64]) {
             let n_columns = high.len();
             let low = &mut low[..n_columns];
             for (row, &w_value) in rows.chunks_exact(capacity).zip(w_rows) {
                 let w_scaled = w_value * scale;
-                for ((h, l), &v) in high.iter_mut().zip(low.iter_mut()).zip(&row[..n_columns]) {
+                for ((h, l), &v) in high.iter_mut().zip(low.iter_mut()).zip(&row[first..first + n_columns]) {
                     let (term_high, term_low) = grid_split(v * w_scaled);
                     *h += term_high;
                     *l += term_low;
@@ -775,11 +883,18 @@ mod simd {
 
     /// w[row] -= sum_c row[c] * coefficients[c], the sum in four interleaved partial sums (a fixed
     /// order per row, so the result does not depend on how rows are split).
-    pub fn subtract_rows(rows: &[f64], capacity: usize, coefficients: &[f64], w_rows: &mut [f64]) {
-        dispatch!(subtract_rows(rows: &[f64], capacity: usize, coefficients: &[f64], w_rows: &mut [f64]) {
+    pub fn subtract_rows(
+        rows: &[f64],
+        capacity: usize,
+        first: usize,
+        coefficients: &[f64],
+        w_rows: &mut [f64],
+    ) {
+        dispatch!(subtract_rows(rows: &[f64], capacity: usize, first: usize, coefficients: &[f64], w_rows: &mut [f64]) {
             let n_columns = coefficients.len();
             let split = n_columns / 4 * 4;
             for (w_value, row) in w_rows.iter_mut().zip(rows.chunks_exact(capacity)) {
+                let row = &row[first..];
                 let mut partial = [0.0f64; 4];
                 for (v, c) in row[..split].chunks_exact(4).zip(coefficients[..split].chunks_exact(4)) {
                     for lane in 0..4 {
@@ -1028,6 +1143,66 @@ mod tests {
         let bits = |values: &[f64]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&dispatched.eigenvalues), bits(&baseline.eigenvalues));
         assert_eq!(bits(&dispatched.vectors), bits(&baseline.vectors));
+    }
+
+    #[test]
+    fn known_component_vectors_sparse_and_dense_agree_with_the_dense_eigen() {
+        let sizes = [300, 200, 250];
+        let (n, weights) = community_graph(&sizes, false, 4);
+        let values = normalized(n, &weights);
+        let op = DenseOp {
+            n,
+            values: values.clone(),
+        };
+        // D^1/2 times each block's indicator, normalised: eigenvalue 1, one nonzero per row.
+        let degrees: Vec<f64> = (0..n)
+            .map(|i| weights[i * n..(i + 1) * n].iter().sum())
+            .collect();
+        let mut vectors = vec![0.0; n * sizes.len()];
+        let mut first = 0;
+        for (column, &size) in sizes.iter().enumerate() {
+            let total: f64 = degrees[first..first + size].iter().sum();
+            for row in first..first + size {
+                vectors[row * sizes.len() + column] = (degrees[row] / total).sqrt();
+            }
+            first += size;
+        }
+        let known = KnownEigenpairs {
+            values: vec![1.0; sizes.len()],
+            vectors,
+        };
+        let params = LanczosParams {
+            n_eigs: 7,
+            tol: 1e-10,
+            max_iter: 3000,
+            seed: 2,
+        };
+        let sparse = lanczos(&op, &SerialReduce, n, 0, &params, Some(&known));
+        DENSE_ONLY.store(true, std::sync::atomic::Ordering::Relaxed);
+        let dense = lanczos(&op, &SerialReduce, n, 0, &params, Some(&known));
+        DENSE_ONLY.store(false, std::sync::atomic::Ordering::Relaxed);
+        let plain = lanczos(&op, &SerialReduce, n, 0, &params, None);
+        let (reference, _) = dense_symmetric_eigen(n, &values);
+        assert!(sparse.converged && dense.converged && plain.converged);
+        for (i, &expected) in reference.iter().take(7).enumerate() {
+            for (name, found) in [("sparse", &sparse), ("dense", &dense), ("plain", &plain)] {
+                assert!(
+                    (found.eigenvalues[i] - expected).abs() < 1e-8,
+                    "{name} eigenvalue {i}: {} vs {expected}",
+                    found.eigenvalues[i]
+                );
+            }
+            assert!((sparse.eigenvalues[i] - dense.eigenvalues[i]).abs() < 1e-12);
+        }
+        // The known vectors come back as given (their entries are positive already).
+        for row in 0..n {
+            for column in 0..3 {
+                assert_eq!(
+                    sparse.vectors[row * 7 + column],
+                    known.vectors[row * 3 + column]
+                );
+            }
+        }
     }
 
     #[test]
