@@ -254,6 +254,22 @@ mod tests {
     use crate::kernels::lanczos::hashed_uniform;
     use crate::kernels::linop::{DenseOp, LinOp, SerialReduce};
 
+    /// D^-1/2 W D^-1/2 of a dense symmetric weight matrix as an operator, and the degrees.
+    fn normalized(n: usize, weights: &[f64]) -> (DenseOp, Vec<f64>) {
+        let degrees: Vec<f64> = (0..n)
+            .map(|i| weights[i * n..(i + 1) * n].iter().sum())
+            .collect();
+        let mut values = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                if weights[i * n + j] > 0.0 {
+                    values[i * n + j] = weights[i * n + j] / (degrees[i] * degrees[j]).sqrt();
+                }
+            }
+        }
+        (DenseOp { n, values }, degrees)
+    }
+
     /// Planted partition: `k` groups of `size` rows (interleaved: row r is in group r % k), dense
     /// inside a group, sparse across; the normalised adjacency as a dense operator.
     fn planted(k: usize, size: usize, p_in: f64, p_out: f64, seed: u64) -> (DenseOp, Vec<i64>) {
@@ -269,19 +285,8 @@ mod tests {
                 }
             }
         }
-        let degrees: Vec<f64> = (0..n)
-            .map(|i| weights[i * n..(i + 1) * n].iter().sum())
-            .collect();
-        let mut values = vec![0.0; n * n];
-        for i in 0..n {
-            for j in 0..n {
-                if weights[i * n + j] > 0.0 {
-                    values[i * n + j] = weights[i * n + j] / (degrees[i] * degrees[j]).sqrt();
-                }
-            }
-        }
         let truth = (0..n).map(|r| (r % k) as i64).collect();
-        (DenseOp { n, values }, truth)
+        (normalized(n, &weights).0, truth)
     }
 
     #[test]
@@ -330,18 +335,8 @@ mod tests {
                 }
             }
         }
-        let degrees: Vec<f64> = (0..n)
-            .map(|i| weights[i * n..(i + 1) * n].iter().sum())
-            .collect();
-        let mut values = vec![0.0; n * n];
-        for i in 0..n {
-            for j in 0..n {
-                if weights[i * n + j] > 0.0 {
-                    values[i * n + j] = weights[i * n + j] / (degrees[i] * degrees[j]).sqrt();
-                }
-            }
-        }
-        (DenseOp { n, values }, degrees, labels)
+        let (op, degrees) = normalized(n, &weights);
+        (op, degrees, labels)
     }
 
     #[test]
