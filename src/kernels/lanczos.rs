@@ -603,6 +603,17 @@ impl Solver<'_> {
         (residuals, converged)
     }
 
+    /// Move pair `position` towards the front until the eigenvalues descend; the residuals and
+    /// basis columns follow.
+    fn sift_up(&mut self, eigenvalues: &mut [f64], residuals: &mut [f64], mut position: usize) {
+        while position > 0 && eigenvalues[position - 1] < eigenvalues[position] {
+            eigenvalues.swap(position - 1, position);
+            residuals.swap(position - 1, position);
+            self.basis.swap_columns(position - 1, position);
+            position -= 1;
+        }
+    }
+
     /// The first `eigenvalues.len()` basis columns as this rank's rows of the eigenvectors.
     fn outcome(
         &self,
@@ -753,27 +764,20 @@ pub fn lanczos(
         eigenvalues.extend(found.values);
         residuals.extend(found.residuals);
         converged &= found.converged;
-        // Descending order over known and found pairs (columns follow).
+        // Descending order over known and found pairs.
         for position in 1..eigenvalues.len() {
-            let mut at = position;
-            while at > 0 && eigenvalues[at - 1] < eigenvalues[at] {
-                eigenvalues.swap(at - 1, at);
-                residuals.swap(at - 1, at);
-                solver.basis.swap_columns(at - 1, at);
-                at -= 1;
-            }
+            solver.sift_up(&mut eigenvalues, &mut residuals, position);
         }
-    }
-    if eigenvalues.len() < n_eigs {
-        // The search ran out of budget before it had the wanted number of Ritz pairs.
-        let n_out = eigenvalues.len();
-        solver.fix_signs(n_out);
-        return solver.outcome(eigenvalues, residuals, false);
     }
 
     // Check for eigenvalues the first Krylov sequence missed (repeated eigenvalues): search the
-    // complement of the converged vectors from a fresh start; swap in anything larger.
-    while converged && check_active > 0 && solver.iterations < solver.max_iter {
+    // complement of the converged vectors from a fresh start; swap in anything larger. (A search
+    // that ran out of budget short of `n_eigs` pairs is not converged, so it is not checked.)
+    while converged
+        && eigenvalues.len() == n_eigs
+        && check_active > 0
+        && solver.iterations < solver.max_iter
+    {
         let smallest = eigenvalues[n_eigs - 1];
         let scale = eigenvalues
             .iter()
@@ -785,17 +789,11 @@ pub fn lanczos(
                 if !check.converged {
                     converged = false;
                 }
-                // Replace the smallest and keep descending order (columns follow).
+                // Replace the smallest and keep descending order.
                 solver.basis.swap_columns(n_eigs - 1, n_eigs);
                 eigenvalues[n_eigs - 1] = value;
                 residuals[n_eigs - 1] = check.residuals[0];
-                let mut position = n_eigs - 1;
-                while position > 0 && eigenvalues[position - 1] < eigenvalues[position] {
-                    eigenvalues.swap(position - 1, position);
-                    residuals.swap(position - 1, position);
-                    solver.basis.swap_columns(position - 1, position);
-                    position -= 1;
-                }
+                solver.sift_up(&mut eigenvalues, &mut residuals, n_eigs - 1);
             }
             _ => {
                 if !check.converged {
