@@ -407,8 +407,13 @@ def test_kill_at_any_time_never_leaves_a_file_that_looks_complete(tmp_path, blob
     complete."""
     out = tmp_path / "atomic"
     config = write_config(tmp_path / "c.toml", blobs_small, out, knn={"k": 8}, spectral={"n_eigs": 8})
+    # Kill at fractions of an uninterrupted run's wall time (launch included), so the moments
+    # span the run, the write at its end and the time after, however fast the machine is.
+    start = time.monotonic()
+    run_mpi(2, "run", config)
+    wall = time.monotonic() - start
     seen_complete = 0
-    for delay in (0.3, 0.6, 0.9, 1.2, 1.5, 2.0, 3.0):
+    for delay in (0.15 * wall, 0.35 * wall, 0.55 * wall, 0.75 * wall, 0.9 * wall, 0.97 * wall, 1.5 * wall):
         for name in ("results.h5", "run.json"):
             (out / name).unlink(missing_ok=True)
         proc = start_run(2, config)
