@@ -315,6 +315,28 @@ def rank_pids(proc, n_ranks, exact=True):
     return pids
 
 
+def kill_session(proc):
+    """SIGKILL every process of the job at once, mpirun and its ranks, as a node failure or
+    `scancel --signal=KILL` does. Killing only the ranks is not enough here: a rank killed while
+    mpirun is still launching the other can leave mpirun waiting forever, which is mpirun's
+    behaviour and not the one under test."""
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        found = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True)
+        pids = [int(p) for p in found.stdout.split()]
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        # Reap mpirun, or it stays in the session as a zombie.
+        if proc.poll() is not None and pids in ([], [proc.pid]):
+            break
+        assert time.monotonic() < deadline, f"the job's processes outlived SIGKILL: {pids}"
+        time.sleep(0.05)
+    proc.communicate()
+
+
 def wait_for(predicate, timeout, what):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -418,9 +440,7 @@ def test_kill_at_any_time_never_leaves_a_file_that_looks_complete(tmp_path, blob
             (out / name).unlink(missing_ok=True)
         proc = start_run(2, config)
         time.sleep(delay)
-        for pid in rank_pids(proc, 2, exact=False):
-            os.kill(pid, signal.SIGKILL)
-        proc.communicate(timeout=DEADLINE_S)
+        kill_session(proc)
         if (out / "results.h5").exists():
             names = datasets(out / "results.h5")
             assert {"knn/indices", "pagerank/scores", "spectral/labels", "ids"} <= names.keys()
