@@ -1,17 +1,19 @@
 //! Spectral clustering of a graph given as CSR files, for bench/spectral_bench.py: reads
-//! `indptr.i64`, `indices.i64`, `weights.f64` (little-endian) from a directory, runs Lanczos and
-//! k-means on D^-1/2 W D^-1/2 on one process with the rayon threads (the connected components'
-//! eigenvalue-1 vectors known in advance, as `embsolve run` does), writes `labels.i32` there and
+//! `indptr.i64`, `indices.i64`, `weights.f64` (little-endian) from a directory, finds the
+//! eigenpairs of D^-1/2 W D^-1/2 one connected component at a time and runs k-means, on one
+//! process with the rayon threads (the solver `embsolve run` uses), writes `labels.i32` there and
 //! prints a JSON line with the timings.
 //!
 //! Usage: spectral_bench DIR N_EIGS N_CLUSTERS TOL MAX_ITER SEED
 
 use embsolve::comm::SerialComm;
 use embsolve::config::SpectralSection;
-use embsolve::dist::spectral::{component_eigenpairs, spectral_on_operator};
-use embsolve::kernels::linop::{LinOp, SerialReduce};
+use embsolve::dist::component_spectrum::{component_spectrum, ComponentGraph};
+use embsolve::dist::spectral::cluster_eigenpairs;
+use embsolve::kernels::csr::Csr;
+use embsolve::kernels::lanczos::LanczosParams;
+use embsolve::kernels::linop::SerialReduce;
 use embsolve::kernels::unionfind::UnionFind;
-use rayon::prelude::*;
 use std::path::Path;
 use std::time::Instant;
 
@@ -45,25 +47,6 @@ impl NormalizedCsr {
             values,
             degrees,
         }
-    }
-}
-
-impl LinOp for NormalizedCsr {
-    fn local_len(&self) -> usize {
-        self.indptr.len() - 1
-    }
-    fn apply(&self, x: &[f64], y: &mut [f64]) {
-        y.par_chunks_mut(1024).enumerate().for_each(|(chunk, ys)| {
-            for (offset, yi) in ys.iter_mut().enumerate() {
-                let r = chunk * 1024 + offset;
-                let range = self.indptr[r]..self.indptr[r + 1];
-                *yi = self.indices[range.clone()]
-                    .iter()
-                    .zip(&self.values[range])
-                    .map(|(&c, &v)| v * x[c])
-                    .sum();
-            }
-        });
     }
 }
 
@@ -104,7 +87,7 @@ fn main() {
         .collect();
     let weights: Vec<f64> = read_raw(&dir.join("weights.f64"));
     let operator = NormalizedCsr::new(indptr, indices, weights);
-    let n_rows = operator.local_len();
+    let n_rows = operator.degrees.len();
     let load_s = start.elapsed().as_secs_f64();
 
     let start = Instant::now();
@@ -115,8 +98,30 @@ fn main() {
         }
     }
     let labels: Vec<i64> = sets.roots().iter().map(|&r| i64::from(r)).collect();
-    let known = component_eigenpairs(&SerialComm, &labels, &operator.degrees, params.n_eigs);
-    let outcome = spectral_on_operator(&operator, &SerialReduce, n_rows, 0, &params, Some(&known));
+    let matrix = Csr {
+        n_cols: n_rows,
+        row_ptr: operator.indptr.clone(),
+        cols: operator.indices.iter().map(|&c| c as u32).collect(),
+        values: operator.values.clone(),
+    };
+    let columns: Vec<u64> = (0..n_rows as u64).collect();
+    let graph = ComponentGraph {
+        n_rows,
+        row_start: 0,
+        labels: &labels,
+        degrees: &operator.degrees,
+        normalized: &matrix,
+        columns: &columns,
+        operator: &matrix,
+    };
+    let lanczos_params = LanczosParams {
+        n_eigs: params.n_eigs,
+        tol: params.tol,
+        max_iter: params.max_iter,
+        seed: params.seed,
+    };
+    let eigen = component_spectrum(&SerialComm, &graph, &lanczos_params);
+    let outcome = cluster_eigenpairs(eigen, &SerialReduce, n_rows, 0, &params);
     let spectral_s = start.elapsed().as_secs_f64();
 
     let labels: Vec<u8> = outcome

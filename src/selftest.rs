@@ -27,6 +27,7 @@ pub fn checks() -> Vec<(&'static str, Check)> {
             check_spectral_component_vectors,
         ),
         ("spectral_lanczos", check_spectral_lanczos),
+        ("spectral_by_component", check_spectral_by_component),
         ("spectral_kmeans", check_spectral_kmeans),
         ("spectral_clustering", check_spectral_clustering),
         ("spectral_ari", check_spectral_ari),
@@ -616,6 +617,101 @@ fn check_spectral_component_vectors(comm: &dyn Comm) -> Result<(), String> {
                 return Err(format!(
                     "{} (n_eigs {n_eigs}): component vectors differ from the serial ones",
                     case.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A graph whose components take every path of the per-component solver: one larger than a
+/// quarter of the rows (distributed Lanczos), two gathered and solved by serial Lanczos, three
+/// small enough for the dense solver, and isolated rows.
+fn mixed_components_case() -> GraphCase {
+    use crate::config::{EdgeWeight, GraphSection, Metric, Symmetrize};
+    let bounds = [0usize, 300, 450, 600, 650, 680, 695];
+    let n_rows = 700;
+    GraphCase {
+        name: "mixed-components",
+        n_rows,
+        metric: Metric::Cosine,
+        section: GraphSection {
+            symmetrize: Symmetrize::Union,
+            weight: EdgeWeight::Similarity,
+            min_similarity: 0.0,
+        },
+        knn: crafted_knn(n_rows, 2, move |row| {
+            let Some(part) = bounds.windows(2).find(|b| (b[0]..b[1]).contains(&row)) else {
+                return Vec::new();
+            };
+            let (start, len) = (part[0], part[1] - part[0]);
+            let mut kept = vec![start + (row - start + 1) % len];
+            let chord = start + (row * 7 + 3) % len;
+            if chord != row && !kept.contains(&chord) {
+                kept.push(chord);
+            }
+            kept.retain(|&c| c != row);
+            kept
+        }),
+    }
+}
+
+/// Spectral clustering solved one connected component at a time equals the serial run bit for bit
+/// (eigenvalues, embedding, labels) and its eigenvalues match the dense eigendecomposition of the
+/// whole normalised adjacency to 1e-8, on graphs with many components of every size.
+fn check_spectral_by_component(comm: &dyn Comm) -> Result<(), String> {
+    use crate::kernels::lanczos::dense_symmetric_eigen;
+    let mut cases = graph_cases(None);
+    cases.push(mixed_components_case());
+    for case in cases {
+        let (graph, serial) = case.build(comm)?;
+        let n = case.n_rows;
+        for n_eigs in [2usize, 12] {
+            if n_eigs > n {
+                continue;
+            }
+            let params = crate::config::SpectralSection {
+                n_eigs,
+                tol: 1e-10,
+                ..Default::default()
+            };
+            let run = |c: &dyn Comm, g: &crate::dist::graph::DistGraph| {
+                crate::dist::spectral::spectral_clustering(c, g, &params, None)
+                    .map_err(|e| format!("{}: {e}", case.name))
+            };
+            let distributed = run(comm, &graph)?;
+            let whole = run(&SerialComm, &serial)?;
+            let range = graph.layout.range(comm.rank());
+            if distributed.eigenvalues != whole.eigenvalues
+                || distributed.labels != whole.labels[range.clone()]
+                || distributed.embedding != whole.embedding.slice(ndarray::s![range.clone(), ..])
+            {
+                return Err(format!(
+                    "{} (n_eigs {n_eigs}): eigenvalues, labels or embedding differ from the \
+                     serial run",
+                    case.name
+                ));
+            }
+            let mut dense = vec![0.0; n * n];
+            for row in 0..n {
+                let (cols, values) = serial.normalized.row(row);
+                for (&c, &v) in cols.iter().zip(values) {
+                    dense[row * n + serial.global_column(c) as usize] = v;
+                }
+            }
+            let (exact, _) = dense_symmetric_eigen(n, &dense);
+            let worst = whole
+                .eigenvalues
+                .iter()
+                .zip(&exact)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f64, f64::max);
+            if whole.eigenvalues.len() != n_eigs || worst > 1e-8 {
+                return Err(format!(
+                    "{} (n_eigs {n_eigs}): eigenvalues {:?} vs dense {:?}",
+                    case.name,
+                    whole.eigenvalues,
+                    &exact[..n_eigs]
                 ));
             }
         }

@@ -2,6 +2,7 @@
 //! argument (never the world) and this rank's slice; plans are computed once and reused.
 
 pub mod ari;
+pub mod component_spectrum;
 pub mod components;
 pub mod fft;
 pub mod graph;

@@ -5,13 +5,14 @@
 
 use crate::comm::{self, Comm};
 use crate::config::SpectralSection;
+use crate::dist::component_spectrum::{component_spectrum, ComponentGraph};
 use crate::dist::components::connected_components;
 use crate::dist::graph::DistGraph;
 use crate::dist::CommReduce;
 use crate::error::{Error, Result};
 use crate::kernels::exact::ExactSum;
 use crate::kernels::kmeans::{kmeans, KmeansParams};
-use crate::kernels::lanczos::{lanczos, KnownEigenpairs, LanczosParams};
+use crate::kernels::lanczos::{lanczos, KnownEigenpairs, LanczosOutcome, LanczosParams};
 use crate::kernels::linop::{LinOp, Reduce};
 use ndarray::Array2;
 use std::collections::BTreeMap;
@@ -57,17 +58,65 @@ pub fn spectral_clustering(
             &computed
         }
     };
-    let known = component_eigenpairs(comm, labels, &graph.degrees, params.n_eigs);
     let operator = graph.normalized_adjacency(comm);
     let row_start = graph.layout.start(comm.rank());
-    Ok(spectral_on_operator(
-        &operator,
-        &CommReduce(comm),
+    let n_local = graph.local_rows();
+    let columns: Vec<u64> = (0..(n_local + graph.halo.halo_len()) as u32)
+        .map(|c| graph.global_column(c))
+        .collect();
+    let view = ComponentGraph {
         n_rows,
         row_start,
+        labels,
+        degrees: &graph.degrees,
+        normalized: &graph.normalized,
+        columns: &columns,
+        operator: &operator,
+    };
+    let eigen = component_spectrum(comm, &view, &lanczos_params(params));
+    Ok(cluster_eigenpairs(
+        eigen,
+        &CommReduce(comm),
+        n_local,
+        row_start,
         params,
-        Some(&known),
     ))
+}
+
+/// One connected component: its label, rows, and rows of positive degree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ComponentInfo {
+    pub label: u64,
+    pub rows: u64,
+    pub positive_rows: u64,
+}
+
+/// Every connected component, by label (the same table on every rank). Gathers one triple per
+/// component present on each rank.
+pub fn component_table(comm: &dyn Comm, labels: &[i64], degrees: &[f64]) -> Vec<ComponentInfo> {
+    assert_eq!(labels.len(), degrees.len(), "one label and degree per row");
+    let mut local: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    for (&label, &degree) in labels.iter().zip(degrees) {
+        let entry = local.entry(label as u64).or_default();
+        entry.0 += 1;
+        entry.1 += u64::from(degree > 0.0);
+    }
+    let flat: Vec<u64> = local.iter().flat_map(|(&l, &(n, p))| [l, n, p]).collect();
+    let (gathered, _) = comm::allgatherv(comm, &flat);
+    let mut table: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    for triple in gathered.chunks_exact(3) {
+        let entry = table.entry(triple[0]).or_default();
+        entry.0 += triple[1];
+        entry.1 += triple[2];
+    }
+    table
+        .into_iter()
+        .map(|(label, (rows, positive_rows))| ComponentInfo {
+            label,
+            rows,
+            positive_rows,
+        })
+        .collect()
 }
 
 /// The eigenvalue-1 eigenvectors of D^-1/2 W D^-1/2 that the connected components give exactly:
@@ -76,7 +125,7 @@ pub fn spectral_clustering(
 /// Disjoint supports make them orthonormal. At most `n_eigs` are returned: all components when
 /// there are no more than that, else the largest (by rows, then smallest label), since the
 /// eigenvalue 1 then fills every wanted slot. Degree sums are exact, so the vectors have the same
-/// bits for any rank count. Gathers one (label, rows) pair per component present on each rank.
+/// bits for any rank count.
 /// `labels` and `degrees` are this rank's rows (labels as `connected_components` gives them).
 pub fn component_eigenpairs(
     comm: &dyn Comm,
@@ -84,21 +133,25 @@ pub fn component_eigenpairs(
     degrees: &[f64],
     n_eigs: usize,
 ) -> KnownEigenpairs {
-    assert_eq!(labels.len(), degrees.len(), "one label and degree per row");
+    let table = component_table(comm, labels, degrees);
+    component_eigenpairs_from(comm, labels, degrees, &table, n_eigs).0
+}
+
+/// [`component_eigenpairs`] from a gathered [`component_table`]; also the component label of
+/// each returned column.
+pub fn component_eigenpairs_from(
+    comm: &dyn Comm,
+    labels: &[i64],
+    degrees: &[f64],
+    table: &[ComponentInfo],
+    n_eigs: usize,
+) -> (KnownEigenpairs, Vec<u64>) {
     let n_local = labels.len();
-    let mut local_sizes: BTreeMap<u64, u64> = BTreeMap::new();
-    for (&label, &degree) in labels.iter().zip(degrees) {
-        if degree > 0.0 {
-            *local_sizes.entry(label as u64).or_default() += 1;
-        }
-    }
-    let flat: Vec<u64> = local_sizes.iter().flat_map(|(&l, &n)| [l, n]).collect();
-    let (gathered, _) = comm::allgatherv(comm, &flat);
-    let mut sizes: BTreeMap<u64, u64> = BTreeMap::new();
-    for pair in gathered.chunks_exact(2) {
-        *sizes.entry(pair[0]).or_default() += pair[1];
-    }
-    let mut components: Vec<(u64, u64)> = sizes.into_iter().collect();
+    let mut components: Vec<(u64, u64)> = table
+        .iter()
+        .filter(|c| c.positive_rows > 0)
+        .map(|c| (c.label, c.positive_rows))
+        .collect();
     let n_components = components.len();
     if n_components > n_eigs {
         components.sort_by_key(|&(label, rows)| (std::cmp::Reverse(rows), label));
@@ -133,10 +186,11 @@ pub fn component_eigenpairs(
              known from them, Lanczos searches the rest"
         );
     }
-    KnownEigenpairs {
+    let known = KnownEigenpairs {
         values: vec![1.0; n_known],
         vectors,
-    }
+    };
+    (known, components.iter().map(|&(label, _)| label).collect())
 }
 
 /// Spectral clustering of any symmetric operator distributed by rows (global rows
@@ -149,15 +203,35 @@ pub fn spectral_on_operator(
     params: &SpectralSection,
     known: Option<&KnownEigenpairs>,
 ) -> SpectralOutcome {
-    let lanczos_params = LanczosParams {
+    let eigen = lanczos(
+        operator,
+        reduce,
+        n_rows,
+        row_start,
+        &lanczos_params(params),
+        known,
+    );
+    cluster_eigenpairs(eigen, reduce, operator.local_len(), row_start, params)
+}
+
+fn lanczos_params(params: &SpectralSection) -> LanczosParams {
+    LanczosParams {
         n_eigs: params.n_eigs,
         tol: params.tol,
         max_iter: params.max_iter,
         seed: params.seed,
-    };
-    let eigen = lanczos(operator, reduce, n_rows, row_start, &lanczos_params, known);
+    }
+}
+
+/// The embedding, the number of clusters and the k-means labels from the eigenpairs. Collective.
+pub fn cluster_eigenpairs(
+    eigen: LanczosOutcome,
+    reduce: &dyn Reduce,
+    n_local: usize,
+    row_start: usize,
+    params: &SpectralSection,
+) -> SpectralOutcome {
     let n_eigs = eigen.eigenvalues.len();
-    let n_local = operator.local_len();
     log::info!(
         "spectral: {} Lanczos iterations, converged = {}, eigenvalues {:?}, largest residual {:e}",
         eigen.iterations,

@@ -29,7 +29,8 @@ pub struct LanczosParams {
     pub seed: u64,
 }
 
-/// Eigenpairs in descending order of eigenvalue.
+/// Eigenpairs: the known ones first (as given), then the found ones in descending order of
+/// eigenvalue (all descending when the known eigenvalues are the largest, as for a graph).
 #[derive(Debug, Clone)]
 pub struct LanczosOutcome {
     pub eigenvalues: Vec<f64>,
@@ -357,6 +358,12 @@ struct Solver<'a> {
     max_iter: usize,
     /// Streams of random vectors used so far (each start or breakdown draws a new one).
     streams: u64,
+    /// Rows where random vectors may be nonzero (all when `None`).
+    support: Option<&'a [bool]>,
+    /// Known pairs, locked in columns 0..n_known.
+    n_known: usize,
+    /// Largest |entry| of any projected matrix and largest new-vector norm so far.
+    op_scale: f64,
 }
 
 /// Ritz pairs of one search: values descending, residual norms, and whether they converged.
@@ -417,9 +424,12 @@ impl Solver<'_> {
     fn random_into_w(&mut self, n_columns: usize) -> bool {
         let stream = self.streams;
         self.streams += 1;
-        let (seed, row_start) = (self.seed, self.row_start);
+        let (seed, row_start, support) = (self.seed, self.row_start, self.support);
         self.w.iter_mut().enumerate().for_each(|(row, value)| {
-            *value = hashed_uniform(seed, stream, (row_start + row) as u64);
+            *value = match support {
+                Some(inside) if !inside[row] => 0.0,
+                _ => hashed_uniform(seed, stream, (row_start + row) as u64),
+            };
         });
         let (_, norm) = self.orthogonalise(n_columns);
         if norm.is_nan() || norm <= BREAKDOWN {
@@ -464,11 +474,13 @@ impl Solver<'_> {
                 self.iterations += 1;
                 let (coefficients, beta) = self.orthogonalise(base + j + 1);
                 h[j * active + j] = coefficients[base + j];
-                let scale = h
+                // The operator's scale as seen so far in any search: a search whose first
+                // vectors lie in a null space must not take rounding for a new direction.
+                self.op_scale = h
                     .iter()
-                    .fold(0.0f64, |m, v| m.max(v.abs()))
-                    .max(beta)
-                    .max(f64::MIN_POSITIVE);
+                    .fold(self.op_scale, |m, v| m.max(v.abs()))
+                    .max(beta);
+                let scale = self.op_scale.max(f64::MIN_POSITIVE);
                 let at_limit = self.iterations >= self.max_iter;
                 if j + 1 >= want && j + 1 < active && !at_limit {
                     let (values, _, residuals) = ritz(&h, active, j + 1, beta);
@@ -528,6 +540,15 @@ impl Solver<'_> {
             kept = (want + (size - want) / 2).min(size - 1);
             let coefficients = leading_columns(&vectors, size, kept);
             self.basis.combine(base, size, &coefficients, kept);
+            // A cycle that ended in an invariant subspace has no residual direction (`w` is
+            // rounding): go on from a fresh one, uncoupled (`last_beta` is zero).
+            if last_beta == 0.0 && !self.random_into_w(base + kept) {
+                return SearchResult {
+                    values: values[..want].to_vec(),
+                    residuals: residuals[..want].to_vec(),
+                    converged: true,
+                };
+            }
             self.basis.set_column(base + kept, &self.w, 1.0);
             h.iter_mut().for_each(|v| *v = 0.0);
             for i in 0..kept {
@@ -589,6 +610,7 @@ impl Solver<'_> {
             .iter()
             .fold(0.0f64, |m, v| m.max(v.abs()))
             .max(f64::MIN_POSITIVE);
+        self.op_scale = self.op_scale.max(scale);
         let mut residuals = Vec::with_capacity(n);
         for (column, &value) in known.values.iter().enumerate() {
             self.basis.column(column, &mut self.x);
@@ -603,10 +625,10 @@ impl Solver<'_> {
         (residuals, converged)
     }
 
-    /// Move pair `position` towards the front until the eigenvalues descend; the residuals and
-    /// basis columns follow.
+    /// Move pair `position` towards the front until the eigenvalues descend, never in front of the
+    /// known pairs; the residuals and basis columns follow.
     fn sift_up(&mut self, eigenvalues: &mut [f64], residuals: &mut [f64], mut position: usize) {
-        while position > 0 && eigenvalues[position - 1] < eigenvalues[position] {
+        while position > self.n_known && eigenvalues[position - 1] < eigenvalues[position] {
             eigenvalues.swap(position - 1, position);
             residuals.swap(position - 1, position);
             self.basis.swap_columns(position - 1, position);
@@ -718,6 +740,24 @@ pub fn lanczos(
     params: &LanczosParams,
     known: Option<&KnownEigenpairs>,
 ) -> LanczosOutcome {
+    lanczos_on_support(op, reduce, n_global, row_start, params, known, None)
+}
+
+/// [`lanczos`] restricted to the rows where `support` (this rank's rows) is true: every start
+/// vector is zero elsewhere, so for an operator that maps such vectors to such vectors (a block
+/// diagonal one, e.g. a graph's adjacency restricted to some of its connected components) the
+/// whole search stays there exactly. `dimension` is the number of supported rows over all ranks
+/// (`n_global` of [`lanczos`]).
+pub fn lanczos_on_support(
+    op: &dyn LinOp,
+    reduce: &dyn Reduce,
+    dimension: usize,
+    row_start: usize,
+    params: &LanczosParams,
+    known: Option<&KnownEigenpairs>,
+    support: Option<&[bool]>,
+) -> LanczosOutcome {
+    let n_global = dimension;
     let n_eigs = params.n_eigs.min(n_global);
     let local_len = op.local_len();
     let n_known = known.map_or(0, |k| k.values.len());
@@ -739,6 +779,9 @@ pub fn lanczos(
         iterations: 0,
         max_iter: params.max_iter.max(1),
         streams: 0,
+        support,
+        n_known,
+        op_scale: 0.0,
     };
     if n_eigs == 0 {
         return LanczosOutcome {
@@ -764,16 +807,18 @@ pub fn lanczos(
         eigenvalues.extend(found.values);
         residuals.extend(found.residuals);
         converged &= found.converged;
-        // Descending order over known and found pairs.
-        for position in 1..eigenvalues.len() {
+        // Descending order over the found pairs.
+        for position in n_known + 1..eigenvalues.len() {
             solver.sift_up(&mut eigenvalues, &mut residuals, position);
         }
     }
 
     // Check for eigenvalues the first Krylov sequence missed (repeated eigenvalues): search the
     // complement of the converged vectors from a fresh start; swap in anything larger. (A search
-    // that ran out of budget short of `n_eigs` pairs is not converged, so it is not checked.)
+    // that ran out of budget short of `n_eigs` pairs is not converged, so it is not checked; when
+    // every wanted pair is known there is nothing to check.)
     while converged
+        && want > 0
         && eigenvalues.len() == n_eigs
         && check_active > 0
         && solver.iterations < solver.max_iter
@@ -1141,6 +1186,41 @@ mod tests {
         let bits = |values: &[f64]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&dispatched.eigenvalues), bits(&baseline.eigenvalues));
         assert_eq!(bits(&dispatched.vectors), bits(&baseline.vectors));
+    }
+
+    #[test]
+    fn a_star_with_a_many_fold_zero_eigenvalue_matches_the_dense_eigen() {
+        // Hub 0 joined to every leaf: eigenvalues 1, -1 and 0 (n - 2 times).
+        let n = 257;
+        let mut weights = vec![0.0; n * n];
+        for leaf in 1..n {
+            let w = 0.5 + 0.25 * hashed_uniform(3, 0, leaf as u64);
+            weights[leaf] = w;
+            weights[leaf * n] = w;
+        }
+        let values = normalized(n, &weights);
+        let op = DenseOp {
+            n,
+            values: values.clone(),
+        };
+        let (reference, _) = dense_symmetric_eigen(n, &values);
+        for n_eigs in [2, 12] {
+            let params = LanczosParams {
+                n_eigs,
+                tol: 1e-10,
+                max_iter: 3000,
+                seed: 2,
+            };
+            let outcome = lanczos(&op, &SerialReduce, n, 0, &params, None);
+            for (i, &expected) in reference.iter().take(n_eigs).enumerate() {
+                assert!(
+                    (outcome.eigenvalues[i] - expected).abs() < 1e-8,
+                    "n_eigs {n_eigs}: {:?} vs {:?}",
+                    outcome.eigenvalues,
+                    &reference[..n_eigs]
+                );
+            }
+        }
     }
 
     #[test]

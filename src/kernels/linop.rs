@@ -27,6 +27,16 @@ impl Reduce for SerialReduce {
     fn max_f64(&self, _values: &mut [f64]) {}
 }
 
+/// A square sparse matrix held whole by one process.
+impl LinOp for crate::kernels::csr::Csr {
+    fn local_len(&self) -> usize {
+        self.n_rows()
+    }
+    fn apply(&self, x: &[f64], y: &mut [f64]) {
+        self.spmv(x, y);
+    }
+}
+
 /// A dense symmetric matrix as an operator (tests).
 pub struct DenseOp {
     pub n: usize,
