@@ -34,10 +34,22 @@ pub struct KmeansOutcome {
     pub iterations: usize,
 }
 
-/// Squared Euclidean distance.
+/// Squared Euclidean distance, summed in four lanes (coordinate j into lane j mod 4, then
+/// (l0 + l1) + (l2 + l3)): a fixed order that compiles to vector code.
 #[inline]
 fn distance2(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+    let mut lanes = [0.0f64; 4];
+    let split = a.len() - a.len() % 4;
+    for (x, y) in a[..split].chunks_exact(4).zip(b[..split].chunks_exact(4)) {
+        for lane in 0..4 {
+            let d = x[lane] - y[lane];
+            lanes[lane] += d * d;
+        }
+    }
+    for (lane, (x, y)) in a[split..].iter().zip(&b[split..]).enumerate() {
+        lanes[lane] += (x - y) * (x - y);
+    }
+    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
 }
 
 /// The nearest centroid (lower id on ties) and the squared distance.
@@ -75,13 +87,26 @@ fn sample_row(
             f64::NEG_INFINITY
         }
     };
-    let mut best: Option<(f64, usize)> = None;
-    for row in 0..n_local {
-        let k = key(row);
-        if best.is_none_or(|(b, _)| k > b) {
-            best = Some((k, row));
+    // The largest key, smallest row on ties: an associative choice, so any split gives it.
+    let better = |a: (f64, usize), b: (f64, usize)| {
+        if b.0 > a.0 || (b.0 == a.0 && b.1 < a.1) {
+            b
+        } else {
+            a
         }
-    }
+    };
+    let best = (0..n_local)
+        .into_par_iter()
+        .with_min_len(CHUNK_ROWS)
+        .map(|row| Some((key(row), row)))
+        .reduce(
+            || None,
+            |a, b| match (a, b) {
+                (Some(a), Some(b)) => Some(better(a, b)),
+                (a, None) => a,
+                (None, b) => b,
+            },
+        );
     let mut global_key = [best.map_or(f64::NEG_INFINITY, |b| b.0)];
     reduce.max_f64(&mut global_key);
     let mut chosen = [match best {
@@ -137,7 +162,9 @@ fn seed_centroids(
     centroids
 }
 
-/// Assign every row; returns exact per-cluster sums (k x dim), counts, inertia and changed rows.
+/// Assign every row; returns the exact changes of the per-cluster sums (k x dim) and counts that
+/// the rows which changed cluster make, then the inertia and the number of changed rows. The
+/// sums are fixed point, so updating them by the changes gives the same bits as summing afresh.
 fn assign(
     points: &[f64],
     dim: usize,
@@ -154,16 +181,24 @@ fn assign(
             let mut acc = vec![0i128; len];
             for (point, label) in rows.chunks_exact(dim).zip(chunk_labels.iter_mut()) {
                 let (c, d) = nearest(point, centroids, dim);
-                if c != *label {
-                    acc[len - 1] += fixed_point(1.0);
-                    *label = c;
+                acc[len - 2] = acc[len - 2].wrapping_add(fixed_point(d));
+                if c == *label {
+                    continue;
                 }
+                acc[len - 1] += fixed_point(1.0);
+                if *label != u32::MAX {
+                    let old = *label as usize;
+                    for (a, &x) in acc[old * dim..(old + 1) * dim].iter_mut().zip(point) {
+                        *a = a.wrapping_sub(fixed_point(x));
+                    }
+                    acc[k * dim + old] -= fixed_point(1.0);
+                }
+                *label = c;
                 let c = c as usize;
                 for (a, &x) in acc[c * dim..(c + 1) * dim].iter_mut().zip(point) {
                     *a = a.wrapping_add(fixed_point(x));
                 }
                 acc[k * dim + c] += fixed_point(1.0);
-                acc[len - 2] = acc[len - 2].wrapping_add(fixed_point(d));
             }
             acc
         })
@@ -194,13 +229,17 @@ fn lloyd(
     let mut labels = vec![u32::MAX; n_local];
     let mut inertia = ExactSum::default();
     let mut iterations = 0;
+    let mut sums = vec![ExactSum::default(); k * dim + k];
     for _ in 0..params.max_iter.max(1) {
-        let mut sums = assign(points, dim, &centroids, &mut labels, k);
-        reduce.sum_exact(&mut sums);
+        let mut changes = assign(points, dim, &centroids, &mut labels, k);
+        reduce.sum_exact(&mut changes);
         iterations += 1;
-        let len = sums.len();
-        inertia = sums[len - 2];
-        let changed = sums[len - 1].value();
+        let len = changes.len();
+        inertia = changes[len - 2];
+        let changed = changes[len - 1].value();
+        sums.iter_mut()
+            .zip(&changes)
+            .for_each(|(s, c)| s.0 = s.0.wrapping_add(c.0));
         for c in 0..k {
             let count = sums[k * dim + c].value();
             if count > 0.0 {
