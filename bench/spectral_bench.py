@@ -6,8 +6,9 @@ in the same run, on the same file.
    with scikit-learn; the affinity is W = (C + C^T) / 2 of the kNN connectivity C, which is what
    SpectralClustering(affinity="precomputed_nearest_neighbors") builds.
 3. Peers on that same W (time of the spectral stage only: eigenpairs + k-means):
-   - embsolve (`examples/spectral_bench.rs`: thick-restart Lanczos + k-means, 1 process, 2 threads),
-     with the eigengap choice (n_clusters = 0) and with n_clusters = 20;
+   - embsolve (`examples/spectral_bench.rs`: the solver of `embsolve run`, eigenpairs one connected
+     component at a time, then k-means; 1 process, 2 threads), with the eigengap choice
+     (n_clusters = 0) and with n_clusters = 20;
    - scikit-learn SpectralClustering(affinity="precomputed", eigen_solver="lobpcg" and "arpack");
    - scipy.sparse.linalg.eigsh(D^-1/2 W D^-1/2, which="LA") for the eigenvalues alone.
    Each reports wall time, ARI against the generated labels and the largest eigenvalue difference to

@@ -52,14 +52,65 @@ fn distance2(a: &[f64], b: &[f64]) -> f64 {
     (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
 }
 
-/// The nearest centroid (lower id on ties) and the squared distance.
+/// [`distance2`], or `None` as soon as the running sum shows it exceeds `bound` (or equals it,
+/// unless `equal_counts`). The lanes only grow and rounding is monotone, so a running sum never
+/// exceeds the final one: the answer is the same as comparing the full distance.
 #[inline]
-fn nearest(point: &[f64], centroids: &[f64], dim: usize) -> (u32, f64) {
-    let mut best = (0u32, f64::INFINITY);
-    for (c, centroid) in centroids.chunks_exact(dim).enumerate() {
-        let d = distance2(point, centroid);
-        if d < best.1 {
-            best = (c as u32, d);
+fn distance2_within(a: &[f64], b: &[f64], bound: f64, equal_counts: bool) -> Option<f64> {
+    let mut lanes = [0.0f64; 4];
+    let split = a.len() - a.len() % 4;
+    let beyond = |lanes: &[f64; 4]| {
+        let sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+        sum > bound || (sum == bound && !equal_counts)
+    };
+    for (x, y) in a[..split].chunks_exact(4).zip(b[..split].chunks_exact(4)) {
+        for lane in 0..4 {
+            let d = x[lane] - y[lane];
+            lanes[lane] += d * d;
+        }
+        if beyond(&lanes) {
+            return None;
+        }
+    }
+    for (lane, (x, y)) in a[split..].iter().zip(&b[split..]).enumerate() {
+        lanes[lane] += (x - y) * (x - y);
+    }
+    Some((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
+}
+
+/// The nearest centroid (lower id on ties) and the squared distance. Centroid `hint` (the
+/// row's current cluster, if valid) is measured first so the others can stop early; the answer
+/// is the same as scanning in id order.
+#[inline]
+fn nearest(point: &[f64], centroids: &[f64], dim: usize, hint: u32) -> (u32, f64) {
+    let k = centroids.len() / dim.max(1);
+    let centroid = |c: usize| &centroids[c * dim..(c + 1) * dim];
+    let first = if (hint as usize) < k {
+        hint as usize
+    } else {
+        0
+    };
+    let mut best = (first as u32, distance2(point, centroid(first)));
+    if best.1.is_nan() {
+        // No bound to prune with: the plain scan.
+        let mut best = (0u32, f64::INFINITY);
+        for c in 0..k {
+            let d = distance2(point, centroid(c));
+            if d < best.1 {
+                best = (c as u32, d);
+            }
+        }
+        return best;
+    }
+    for c in 0..k {
+        if c == first {
+            continue;
+        }
+        let lower = (c as u32) < best.0;
+        if let Some(d) = distance2_within(point, centroid(c), best.1, lower) {
+            if d < best.1 || (d == best.1 && lower) {
+                best = (c as u32, d);
+            }
         }
     }
     best
@@ -156,7 +207,11 @@ fn seed_centroids(
         closest
             .par_iter_mut()
             .zip(points.par_chunks(dim))
-            .for_each(|(d, p)| *d = d.min(distance2(p, &chosen)));
+            .for_each(|(d, p)| {
+                if let Some(x) = distance2_within(p, &chosen, *d, false) {
+                    *d = d.min(x);
+                }
+            });
         centroids.extend_from_slice(&chosen);
     }
     centroids
@@ -180,7 +235,7 @@ fn assign(
         .map(|(rows, chunk_labels)| {
             let mut acc = vec![0i128; len];
             for (point, label) in rows.chunks_exact(dim).zip(chunk_labels.iter_mut()) {
-                let (c, d) = nearest(point, centroids, dim);
+                let (c, d) = nearest(point, centroids, dim, *label);
                 acc[len - 2] = acc[len - 2].wrapping_add(fixed_point(d));
                 if c == *label {
                     continue;
@@ -309,6 +364,31 @@ pub fn kmeans(
 mod tests {
     use super::*;
     use crate::kernels::linop::SerialReduce;
+
+    #[test]
+    fn pruned_nearest_equals_the_plain_scan_for_any_hint_and_ties() {
+        let dim = 7;
+        // Centroids on a coarse grid, some repeated, so exact ties occur.
+        let grid = |i: u64, s: u64| (hashed_uniform(5, s, i) * 2.0).round() * 0.5;
+        let centroids: Vec<f64> = (0..9)
+            .flat_map(|c| (0..dim).map(move |j| grid(c % 6, j as u64)))
+            .collect();
+        for i in 0..500u64 {
+            let point: Vec<f64> = (0..dim).map(|j| grid(100 + i, j as u64)).collect();
+            let mut plain = (0u32, f64::INFINITY);
+            for (c, centroid) in centroids.chunks_exact(dim).enumerate() {
+                let d = distance2(&point, centroid);
+                if d < plain.1 {
+                    plain = (c as u32, d);
+                }
+            }
+            for hint in [0, 3, 5, 8, u32::MAX] {
+                let pruned = nearest(&point, &centroids, dim, hint);
+                assert_eq!(pruned.0, plain.0, "point {i} hint {hint}");
+                assert_eq!(pruned.1.to_bits(), plain.1.to_bits());
+            }
+        }
+    }
 
     /// Seeded Gaussian-ish blobs: `k` centres on a circle, `per` points each, round-robin order.
     fn blobs(k: usize, per: usize, spread: f64, seed: u64) -> (Vec<f64>, Vec<u32>) {

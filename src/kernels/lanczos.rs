@@ -61,6 +61,8 @@ const _: () = assert!(CHUNK_ROWS * 8 <= GRID_SUM_TERMS);
 const EXTRA_BASIS: usize = 24;
 /// Krylov vectors of a check for missed eigenvalues.
 const CHECK_BASIS: usize = 24;
+/// Steps between convergence tests inside a cycle (each solves the projected problem).
+const RITZ_EVERY: usize = 4;
 /// A Gram-Schmidt pass that leaves less than this fraction of the norm is repeated.
 const REORTHOGONALISE_BELOW: f64 = 1.0 / 128.0;
 /// A new vector this much shorter than the operator scale means an invariant subspace.
@@ -482,7 +484,9 @@ impl Solver<'_> {
                     .max(beta);
                 let scale = self.op_scale.max(f64::MIN_POSITIVE);
                 let at_limit = self.iterations >= self.max_iter;
-                if j + 1 >= want && j + 1 < active && !at_limit {
+                // The projected eigenproblem is O(m^3): solved every `RITZ_EVERY` steps only.
+                if j + 1 >= want && j + 1 < active && !at_limit && (j + 1 - want) % RITZ_EVERY == 0
+                {
                     let (values, _, residuals) = ritz(&h, active, j + 1, beta);
                     if self.finished(&values, &residuals, want, stop_below) {
                         size = j + 1;
