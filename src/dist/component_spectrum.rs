@@ -33,7 +33,8 @@ use crate::kernels::lanczos::{
 use crate::kernels::linop::{LinOp, SerialReduce};
 use bytemuck::{Pod, Zeroable};
 use rayon::prelude::*;
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 
 /// Components of at most this many rows are solved by a dense eigendecomposition.
 pub const DENSE_ROWS: usize = 96;
@@ -346,14 +347,14 @@ fn known_residuals(
 fn deal(table: &[ComponentInfo], limit: usize, n_ranks: usize) -> BTreeMap<u64, usize> {
     let mut small: Vec<&ComponentInfo> =
         table.iter().filter(|c| c.rows as usize <= limit).collect();
-    small.sort_by_key(|c| (std::cmp::Reverse(c.rows), c.label));
-    let mut load = vec![0u64; n_ranks];
+    small.sort_by_key(|c| (Reverse(c.rows), c.label));
+    // (rows so far, rank), least first.
+    let mut load: BinaryHeap<Reverse<(u64, usize)>> =
+        (0..n_ranks).map(|r| Reverse((0, r))).collect();
     let mut owner = BTreeMap::new();
     for component in small {
-        let rank = (0..n_ranks)
-            .min_by_key(|&r| (load[r], r))
-            .expect("one rank");
-        load[rank] += component.rows;
+        let Reverse((rows, rank)) = load.pop().expect("one rank");
+        load.push(Reverse((rows + component.rows, rank)));
         owner.insert(component.label, rank);
     }
     owner
@@ -542,5 +543,43 @@ fn solve_dense(matrix: &Csr, known: Option<&[f64]>, want: usize) -> Solved {
         vectors: out,
         iterations: 0,
         converged: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(label: u64, rows: u64) -> ComponentInfo {
+        ComponentInfo {
+            label,
+            rows,
+            positive_rows: rows,
+        }
+    }
+
+    #[test]
+    fn components_go_largest_first_to_the_least_loaded_rank() {
+        let table = [
+            info(0, 50),
+            info(10, 30),
+            info(20, 30),
+            info(30, 500),
+            info(40, 5),
+        ];
+        let owner = deal(&table, 100, 2);
+        // 500 rows exceed the limit; 50 -> rank 0, 30 -> rank 1, 30 -> rank 1 (30 < 50),
+        // 5 -> rank 0 (50 < 60).
+        let expected: BTreeMap<u64, usize> = [(0, 0), (10, 1), (20, 1), (40, 0)].into();
+        assert_eq!(owner, expected);
+        let one: Vec<usize> = deal(&table, 100, 1).into_values().collect();
+        assert_eq!(one, vec![0; 4]);
+    }
+
+    #[test]
+    fn the_local_limit_is_a_quarter_of_the_rows_within_bounds() {
+        assert_eq!(local_limit(10), DENSE_ROWS);
+        assert_eq!(local_limit(20_000), 5_000);
+        assert_eq!(local_limit(1 << 30), LOCAL_ROWS_CAP);
     }
 }
