@@ -204,7 +204,7 @@ impl Default for SpectralSection {
             n_eigs: 16,
             n_clusters: 0,
             tol: 1e-8,
-            max_iter: 5000,
+            max_iter: 500,
             seed: 0,
         }
     }

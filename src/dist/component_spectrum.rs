@@ -27,8 +27,8 @@ use crate::dist::CommReduce;
 use crate::kernels::csr::Csr;
 use crate::kernels::exact::ExactSum;
 use crate::kernels::lanczos::{
-    dense_symmetric_eigen, lanczos, lanczos_on_support, KnownEigenpairs, LanczosOutcome,
-    LanczosParams,
+    dense_symmetric_eigen, exact_dot, lanczos, lanczos_on_support, power_of_two_scale,
+    KnownEigenpairs, LanczosOutcome, LanczosParams,
 };
 use crate::kernels::linop::{LinOp, SerialReduce};
 use bytemuck::{Pod, Zeroable};
@@ -300,6 +300,7 @@ pub fn component_spectrum(
 
     let mut eigenvalues = known.values.clone();
     let mut residuals = known_residuals(graph, &reduce, &known, &mut iterations);
+    converged &= residuals.iter().all(|&r| r <= params.tol);
     eigenvalues.extend(candidates.iter().map(|c| c.value));
     residuals.extend(candidates.iter().map(|c| c.residual));
     converged &= candidates.len() == want;
@@ -312,7 +313,8 @@ pub fn component_spectrum(
     }
 }
 
-/// Residual norms of the known pairs ||A y - y||, one operator application each.
+/// Residual norms of the known pairs ||A y - y||, one operator application each (exact sums of
+/// the residual scaled by a power of two, so small residuals keep their digits).
 fn known_residuals(
     graph: &ComponentGraph,
     reduce: &CommReduce,
@@ -331,13 +333,15 @@ fn known_residuals(
             }
             graph.operator.apply(&x, &mut y);
             *iterations += 1;
-            let mut sum = [ExactSum::default()];
-            for (yi, xi) in y.iter().zip(&x) {
-                let r = yi - known.values[c] * xi;
-                sum[0].add(r * r);
+            for (yi, xi) in y.iter_mut().zip(&x) {
+                *yi -= known.values[c] * xi;
             }
+            let mut largest = [y.iter().fold(0.0f64, |m, v| m.max(v.abs()))];
+            reduce.max_f64(&mut largest);
+            let scale = power_of_two_scale(largest[0]);
+            let mut sum = [exact_dot(&y, &y, scale * scale)];
             reduce.sum_exact(&mut sum);
-            sum[0].value().max(0.0).sqrt()
+            sum[0].value().max(0.0).sqrt() / scale
         })
         .collect()
 }

@@ -97,7 +97,7 @@ pub fn exact_dot(a: &[f64], b: &[f64], scale: f64) -> ExactSum {
 
 /// A power of two close to 1 / `max_abs` (1 for zero or non-finite), so scaled values use the
 /// fixed-point range well; scaling by it is exact.
-fn power_of_two_scale(max_abs: f64) -> f64 {
+pub fn power_of_two_scale(max_abs: f64) -> f64 {
     if max_abs.is_nan() || max_abs <= 0.0 || !max_abs.is_finite() {
         return 1.0;
     }
