@@ -1203,27 +1203,8 @@ mod tests {
             weights[leaf * n] = w;
         }
         let values = normalized(n, &weights);
-        let op = DenseOp {
-            n,
-            values: values.clone(),
-        };
-        let (reference, _) = dense_symmetric_eigen(n, &values);
         for n_eigs in [2, 12] {
-            let params = LanczosParams {
-                n_eigs,
-                tol: 1e-10,
-                max_iter: 3000,
-                seed: 2,
-            };
-            let outcome = lanczos(&op, &SerialReduce, n, 0, &params, None);
-            for (i, &expected) in reference.iter().take(n_eigs).enumerate() {
-                assert!(
-                    (outcome.eigenvalues[i] - expected).abs() < 1e-8,
-                    "n_eigs {n_eigs}: {:?} vs {:?}",
-                    outcome.eigenvalues,
-                    &reference[..n_eigs]
-                );
-            }
+            check_against_dense(n, &values, n_eigs, &format!("star, n_eigs {n_eigs}"));
         }
     }
 
