@@ -1,5 +1,6 @@
 //! Spectral clustering: the largest eigenpairs of the graph's normalised adjacency D^-1/2 W D^-1/2
-//! by distributed Lanczos, the row-normalised spectral embedding, the number of clusters from the
+//! (one connected component at a time, `component_spectrum`; Lanczos for any operator through
+//! `spectral_on_operator`), the row-normalised spectral embedding, the number of clusters from the
 //! largest eigengap (when not given), and k-means on the embedding. Every step uses exact
 //! reductions, so the results do not depend on the number of ranks.
 
