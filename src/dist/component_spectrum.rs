@@ -123,12 +123,8 @@ impl Candidate {
 struct Solved {
     label: u64,
     rows: Vec<u64>,
-    values: Vec<f64>,
-    residuals: Vec<f64>,
-    /// rows x found, row-major.
-    vectors: Vec<f64>,
-    iterations: usize,
-    converged: bool,
+    /// The found pairs (vectors: rows x found, row-major).
+    found: LanczosOutcome,
 }
 
 /// The `params.n_eigs` largest eigenpairs of D^-1/2 W D^-1/2 (see the module rules): the
@@ -147,14 +143,15 @@ pub fn component_spectrum(
     let n_known = known.values.len();
     let want = n_eigs - n_known;
     if want == 0 {
-        return lanczos(
-            graph.operator,
-            &reduce,
-            graph.n_rows,
-            graph.row_start,
-            params,
-            Some(&known),
-        );
+        let mut iterations = 0;
+        let residuals = known_residuals(graph, &reduce, &known, &mut iterations);
+        return LanczosOutcome {
+            converged: residuals.iter().all(|&r| r <= params.tol),
+            eigenvalues: known.values,
+            vectors: known.vectors,
+            residuals,
+            iterations: iterations as usize,
+        };
     }
 
     let limit = local_limit(graph.n_rows);
@@ -227,15 +224,13 @@ pub fn component_spectrum(
     let mut local_iterations = [0u64];
     let mut local_converged = [1u64];
     for component in &solved {
-        local_iterations[0] += component.iterations as u64;
-        if !component.converged {
+        local_iterations[0] += component.found.iterations as u64;
+        if !component.found.converged {
             local_converged[0] = 0;
         }
-        for (index, (&value, &residual)) in component
-            .values
-            .iter()
-            .zip(&component.residuals)
-            .enumerate()
+        let found = &component.found;
+        for (index, (&value, &residual)) in
+            found.eigenvalues.iter().zip(&found.residuals).enumerate()
         {
             own.push(Candidate {
                 value,
@@ -280,12 +275,12 @@ pub fn component_spectrum(
             }
         } else if candidate.holder == rank {
             let component = by_label[&candidate.label];
-            let width = component.values.len();
+            let width = component.found.eigenvalues.len();
             for (i, &row) in component.rows.iter().enumerate() {
                 send[layout.owner(row as usize)].push(VectorEntry {
                     row,
                     column: column as u64,
-                    value: component.vectors[i * width + candidate.index as usize],
+                    value: component.found.vectors[i * width + candidate.index as usize],
                 });
             }
         }
@@ -424,9 +419,11 @@ fn solve_component(
 ) -> Solved {
     let n = rows.len();
     let global: Vec<u64> = rows.iter().map(|(head, _)| head.row).collect();
-    let mut matrix = Csr::empty(0, n);
-    matrix.row_ptr.clear();
-    matrix.row_ptr.push(0);
+    let mut matrix = Csr {
+        n_cols: n,
+        row_ptr: vec![0],
+        ..Csr::default()
+    };
     for (head, start) in rows {
         for entry in &entries[*start..*start + head.entries as usize] {
             let col = global
@@ -456,7 +453,7 @@ fn solve_component(
             })
             .collect()
     });
-    let mut solved = if n <= DENSE_ROWS {
+    let found = if n <= DENSE_ROWS {
         solve_dense(&matrix, known.as_deref(), want)
     } else {
         let known = known.map(|vectors| KnownEigenpairs {
@@ -476,10 +473,8 @@ fn solve_component(
             known.as_ref(),
         );
         let width = outcome.eigenvalues.len();
-        Solved {
-            label,
-            rows: Vec::new(),
-            values: outcome.eigenvalues[n_known..].to_vec(),
+        LanczosOutcome {
+            eigenvalues: outcome.eigenvalues[n_known..].to_vec(),
             residuals: outcome.residuals[n_known..].to_vec(),
             vectors: (0..n)
                 .flat_map(|r| outcome.vectors[r * width + n_known..(r + 1) * width].to_vec())
@@ -488,15 +483,17 @@ fn solve_component(
             converged: outcome.converged,
         }
     };
-    solved.label = label;
-    solved.rows = global;
-    solved
+    Solved {
+        label,
+        rows: global,
+        found,
+    }
 }
 
 /// Dense eigendecomposition of a small component; the eigenvector most aligned with the known
 /// eigenvalue-1 vector (if any) is left out, the `want` largest others are kept with the sign
 /// rule of Lanczos (largest magnitude, first row on ties, positive).
-fn solve_dense(matrix: &Csr, known: Option<&[f64]>, want: usize) -> Solved {
+fn solve_dense(matrix: &Csr, known: Option<&[f64]>, want: usize) -> LanczosOutcome {
     let n = matrix.n_rows();
     let mut dense = vec![0.0; n * n];
     for row in 0..n {
@@ -539,10 +536,8 @@ fn solve_dense(matrix: &Csr, known: Option<&[f64]>, want: usize) -> Solved {
             out[row * width + j] = sign * column[row];
         }
     }
-    Solved {
-        label: 0,
-        rows: Vec::new(),
-        values: kept.iter().map(|&c| values[c]).collect(),
+    LanczosOutcome {
+        eigenvalues: kept.iter().map(|&c| values[c]).collect(),
         residuals,
         vectors: out,
         iterations: 0,

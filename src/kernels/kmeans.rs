@@ -38,18 +38,7 @@ pub struct KmeansOutcome {
 /// (l0 + l1) + (l2 + l3)): a fixed order that compiles to vector code.
 #[inline]
 fn distance2(a: &[f64], b: &[f64]) -> f64 {
-    let mut lanes = [0.0f64; 4];
-    let split = a.len() - a.len() % 4;
-    for (x, y) in a[..split].chunks_exact(4).zip(b[..split].chunks_exact(4)) {
-        for lane in 0..4 {
-            let d = x[lane] - y[lane];
-            lanes[lane] += d * d;
-        }
-    }
-    for (lane, (x, y)) in a[split..].iter().zip(&b[split..]).enumerate() {
-        lanes[lane] += (x - y) * (x - y);
-    }
-    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+    distance2_within(a, b, f64::INFINITY, true).expect("nothing exceeds infinity")
 }
 
 /// [`distance2`], or `None` as soon as the running sum shows it exceeds `bound` (or equals it,
