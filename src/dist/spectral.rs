@@ -74,7 +74,12 @@ pub fn spectral_clustering(
         columns: &columns,
         operator: &operator,
     };
+    let started = std::time::Instant::now();
     let eigen = component_spectrum(comm, &view, &lanczos_params(params));
+    log::debug!(
+        "spectral: eigenpairs in {:.3} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(cluster_eigenpairs(
         eigen,
         &CommReduce(comm),
@@ -257,6 +262,7 @@ pub fn cluster_eigenpairs(
         choose_n_clusters(&eigen.eigenvalues)
     };
     let points = normalized_rows(&eigen.vectors, n_eigs, n_clusters);
+    let started = std::time::Instant::now();
     let clusters = kmeans(
         &points,
         n_clusters,
@@ -268,6 +274,10 @@ pub fn cluster_eigenpairs(
             n_init: KMEANS_STARTS,
             max_iter: KMEANS_MAX_ITER,
         },
+    );
+    log::debug!(
+        "spectral: k-means in {:.3} s",
+        started.elapsed().as_secs_f64()
     );
     SpectralOutcome {
         eigenvalues: eigen.eigenvalues,

@@ -4,8 +4,8 @@
 //! labels renamed so cluster 0 holds the smallest global row, cluster 1 the next, and so on.
 //! The labels are therefore identical for any rank or thread count.
 
-use crate::kernels::exact::ExactSum;
-use crate::kernels::lanczos::{fixed_point, hashed_uniform};
+use crate::kernels::exact::{to_fixed, ExactSum};
+use crate::kernels::lanczos::hashed_uniform;
 use crate::kernels::linop::Reduce;
 use rayon::prelude::*;
 
@@ -118,15 +118,9 @@ fn sample_row(
     stream: u64,
 ) -> Vec<f64> {
     let n_local = points.len() / dim.max(1);
-    let key = |row: usize| {
-        let uniform = 1.0 - (hashed_uniform(seed, stream, (row_start + row) as u64) + 1.0) / 2.0;
-        let weight = weights.map_or(1.0, |w| w[row]);
-        if weight > 0.0 {
-            uniform.ln() / weight
-        } else {
-            f64::NEG_INFINITY
-        }
-    };
+    let uniform =
+        |row: usize| 1.0 - (hashed_uniform(seed, stream, (row_start + row) as u64) + 1.0) / 2.0;
+    let weight = |row: usize| weights.map_or(1.0, |w| w[row]);
     // The largest key, smallest row on ties: an associative choice, so any split gives it.
     let better = |a: (f64, usize), b: (f64, usize)| {
         if b.0 > a.0 || (b.0 == a.0 && b.1 < a.1) {
@@ -135,10 +129,30 @@ fn sample_row(
             a
         }
     };
+    // Each chunk in row order with its running best. ln(u) <= u - 1, so a row whose bound
+    // (u - 1) / w lies clearly below the best key cannot win and its logarithm is skipped: the
+    // computed key is within a few ulps of the true one, far inside the 1e-12 relative margin.
     let best = (0..n_local)
         .into_par_iter()
         .with_min_len(CHUNK_ROWS)
-        .map(|row| Some((key(row), row)))
+        .fold(
+            || None,
+            |best: Option<(f64, usize)>, row| {
+                let w = weight(row);
+                if w.is_nan() || w <= 0.0 {
+                    return best.or(Some((f64::NEG_INFINITY, row)));
+                }
+                let u = uniform(row);
+                if let Some((key, _)) = best {
+                    // (u - 1) / w < key (1 + 1e-12), multiplied through by w > 0.
+                    if key > f64::NEG_INFINITY && u - 1.0 < key * w * (1.0 + 1e-12) {
+                        return best;
+                    }
+                }
+                let candidate = (u.ln() / w, row);
+                Some(best.map_or(candidate, |b| better(b, candidate)))
+            },
+        )
         .reduce(
             || None,
             |a, b| match (a, b) {
@@ -167,7 +181,15 @@ fn sample_row(
     coordinates
 }
 
-/// k-means++ starting centroids.
+/// Squared distances are compared with this relative slack when a bound decides: far above the
+/// rounding of a sum of squares, far below any real gap.
+const BOUND_SLACK: f64 = 1e-9;
+
+/// k-means++ starting centroids, and each row's nearest of them (a hint for the first assignment).
+/// A new centroid can only come closer to row p than p's nearest centroid j when
+/// |new - c_j| < 2 |p - c_j| (triangle inequality), so rows with
+/// |new - c_j|^2 >= 4 |p - c_j|^2 (with slack) are skipped: the distances are the same as
+/// measuring every row.
 fn seed_centroids(
     points: &[f64],
     dim: usize,
@@ -175,7 +197,7 @@ fn seed_centroids(
     row_start: usize,
     params: &KmeansParams,
     start: usize,
-) -> Vec<f64> {
+) -> (Vec<f64>, Vec<u32>) {
     let k = params.n_clusters;
     let stream = |c: usize| 1 + (start * k + c) as u64;
     let mut centroids = sample_row(points, dim, None, reduce, row_start, params.seed, stream(0));
@@ -183,6 +205,7 @@ fn seed_centroids(
         .par_chunks(dim)
         .map(|p| distance2(p, &centroids[..dim]))
         .collect();
+    let mut nearest = vec![0u32; closest.len()];
     for c in 1..k {
         let chosen = sample_row(
             points,
@@ -193,17 +216,32 @@ fn seed_centroids(
             params.seed,
             stream(c),
         );
+        // Squared distance of the new centroid to each earlier one, with the slack.
+        let gaps: Vec<f64> = centroids
+            .chunks_exact(dim)
+            .map(|centroid| distance2(centroid, &chosen) / (4.0 * (1.0 + BOUND_SLACK)))
+            .collect();
         closest
             .par_iter_mut()
+            .zip(nearest.par_iter_mut())
             .zip(points.par_chunks(dim))
-            .for_each(|(d, p)| {
-                if let Some(x) = distance2_within(p, &chosen, *d, false) {
-                    *d = d.min(x);
+            .with_min_len(CHUNK_ROWS)
+            .for_each(|((d, near), p)| {
+                if gaps[*near as usize] > *d {
+                    return;
+                }
+                // (`distance2_within` may return a full sum that is not below the bound.)
+                match distance2_within(p, &chosen, *d, false) {
+                    Some(x) if x < *d || d.is_nan() => {
+                        *d = x;
+                        *near = c as u32;
+                    }
+                    _ => {}
                 }
             });
         centroids.extend_from_slice(&chosen);
     }
-    centroids
+    (centroids, nearest)
 }
 
 /// Assign every row; returns the exact changes of the per-cluster sums (k x dim) and counts that
@@ -214,6 +252,7 @@ fn assign(
     dim: usize,
     centroids: &[f64],
     labels: &mut [u32],
+    hints: &[u32],
     k: usize,
 ) -> Vec<ExactSum> {
     // Layout: k*dim coordinate sums, k counts, inertia, number of changed labels.
@@ -221,28 +260,34 @@ fn assign(
     let totals = points
         .par_chunks(CHUNK_ROWS * dim)
         .zip(labels.par_chunks_mut(CHUNK_ROWS))
-        .map(|(rows, chunk_labels)| {
+        .zip(hints.par_chunks(CHUNK_ROWS))
+        .map(|((rows, chunk_labels), chunk_hints)| {
             let mut acc = vec![0i128; len];
-            for (point, label) in rows.chunks_exact(dim).zip(chunk_labels.iter_mut()) {
-                let (c, d) = nearest(point, centroids, dim, *label);
-                acc[len - 2] = acc[len - 2].wrapping_add(fixed_point(d));
+            for ((point, label), &hint) in rows
+                .chunks_exact(dim)
+                .zip(chunk_labels.iter_mut())
+                .zip(chunk_hints)
+            {
+                let hint = if *label == u32::MAX { hint } else { *label };
+                let (c, d) = nearest(point, centroids, dim, hint);
+                acc[len - 2] = acc[len - 2].wrapping_add(to_fixed(d));
                 if c == *label {
                     continue;
                 }
-                acc[len - 1] += fixed_point(1.0);
+                acc[len - 1] += to_fixed(1.0);
                 if *label != u32::MAX {
                     let old = *label as usize;
                     for (a, &x) in acc[old * dim..(old + 1) * dim].iter_mut().zip(point) {
-                        *a = a.wrapping_sub(fixed_point(x));
+                        *a = a.wrapping_sub(to_fixed(x));
                     }
-                    acc[k * dim + old] -= fixed_point(1.0);
+                    acc[k * dim + old] -= to_fixed(1.0);
                 }
                 *label = c;
                 let c = c as usize;
                 for (a, &x) in acc[c * dim..(c + 1) * dim].iter_mut().zip(point) {
-                    *a = a.wrapping_add(fixed_point(x));
+                    *a = a.wrapping_add(to_fixed(x));
                 }
-                acc[k * dim + c] += fixed_point(1.0);
+                acc[k * dim + c] += to_fixed(1.0);
             }
             acc
         })
@@ -269,13 +314,13 @@ fn lloyd(
 ) -> (Vec<u32>, Vec<f64>, ExactSum, usize) {
     let k = params.n_clusters;
     let n_local = points.len() / dim;
-    let mut centroids = seed_centroids(points, dim, reduce, row_start, params, start);
+    let (mut centroids, hints) = seed_centroids(points, dim, reduce, row_start, params, start);
     let mut labels = vec![u32::MAX; n_local];
     let mut inertia = ExactSum::default();
     let mut iterations = 0;
     let mut sums = vec![ExactSum::default(); k * dim + k];
     for _ in 0..params.max_iter.max(1) {
-        let mut changes = assign(points, dim, &centroids, &mut labels, k);
+        let mut changes = assign(points, dim, &centroids, &mut labels, &hints, k);
         reduce.sum_exact(&mut changes);
         iterations += 1;
         let len = changes.len();
@@ -472,10 +517,85 @@ mod tests {
             n_init: 1,
             max_iter: 50,
         };
-        let start = seed_centroids(&points, 2, &SerialReduce, 0, &params, 0);
+        let (start, _) = seed_centroids(&points, 2, &SerialReduce, 0, &params, 0);
         let expected = naive_lloyd(&points, 2, start, 50);
         let outcome = kmeans(&points, 2, &SerialReduce, 0, &params);
         assert!(same_partition(&outcome.labels, &expected));
+    }
+
+    #[test]
+    fn pruned_seeding_equals_measuring_every_row() {
+        let (points, _) = blobs(12, 50, 0.4, 3);
+        let dim = 2;
+        for seed in 0..5 {
+            let params = KmeansParams {
+                n_clusters: 12,
+                seed,
+                n_init: 1,
+                max_iter: 1,
+            };
+            let (centroids, nearest) = seed_centroids(&points, dim, &SerialReduce, 0, &params, 0);
+            // The plain k-means++: every row measured against every new centroid.
+            let stream = |c: usize| 1 + c as u64;
+            let mut plain = sample_row(&points, dim, None, &SerialReduce, 0, seed, stream(0));
+            let mut closest: Vec<f64> = points
+                .chunks_exact(dim)
+                .map(|p| distance2(p, &plain[..dim]))
+                .collect();
+            for c in 1..12 {
+                let chosen = sample_row(
+                    &points,
+                    dim,
+                    Some(&closest),
+                    &SerialReduce,
+                    0,
+                    seed,
+                    stream(c),
+                );
+                for (d, p) in closest.iter_mut().zip(points.chunks_exact(dim)) {
+                    *d = d.min(distance2(p, &chosen));
+                }
+
+                plain.extend_from_slice(&chosen);
+            }
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&centroids), bits(&plain), "seed {seed}");
+            for (r, p) in points.chunks_exact(dim).enumerate() {
+                let c = nearest[r] as usize;
+                let d = distance2(p, &centroids[c * dim..(c + 1) * dim]);
+                assert_eq!(d.to_bits(), closest[r].to_bits(), "seed {seed} row {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn sampling_picks_the_largest_key_of_all_rows() {
+        let n = 3000usize;
+        let points: Vec<f64> = (0..n).map(|r| r as f64).collect();
+        for stream in 0..40u64 {
+            // Weights over many scales, some zero, one NaN.
+            let weights: Vec<f64> = (0..n)
+                .map(|r| match r % 97 {
+                    0 => 0.0,
+                    5 if stream % 3 == 0 => f64::NAN,
+                    m => (hashed_uniform(9, stream, r as u64) + 1.5).powi((m % 9) as i32),
+                })
+                .collect();
+            let mut best = (f64::NEG_INFINITY, 0usize);
+            for (r, &w) in weights.iter().enumerate() {
+                let u = 1.0 - (hashed_uniform(4, stream, r as u64) + 1.0) / 2.0;
+                let key = if w > 0.0 {
+                    u.ln() / w
+                } else {
+                    f64::NEG_INFINITY
+                };
+                if key > best.0 {
+                    best = (key, r);
+                }
+            }
+            let chosen = sample_row(&points, 1, Some(&weights), &SerialReduce, 0, 4, stream);
+            assert_eq!(chosen, vec![best.1 as f64], "stream {stream}");
+        }
     }
 
     #[test]
@@ -496,7 +616,7 @@ mod tests {
                 n_init: 1,
                 max_iter: 1,
             };
-            let centroids = seed_centroids(&points, 2, &SerialReduce, 0, &params, 0);
+            let (centroids, _) = seed_centroids(&points, 2, &SerialReduce, 0, &params, 0);
             let far = (centroids[0] > 50.0) as usize + (centroids[2] > 50.0) as usize;
             assert_eq!(far, 1, "seed {seed}: {centroids:?}");
         }

@@ -11,7 +11,7 @@
 //! orthogonal to them checks for eigenvalues a single Krylov sequence cannot see (repeated
 //! eigenvalues, e.g. the eigenvalue 1 of a graph with several components); any found are swapped in.
 
-use crate::kernels::exact::{grid_split, to_fixed, ExactSum, GridSum, GRID_SUM_TERMS};
+use crate::kernels::exact::{grid_split, ExactSum, GridSum, GRID_SUM_TERMS};
 use crate::kernels::linop::{LinOp, Reduce};
 use rayon::prelude::*;
 
@@ -56,6 +56,9 @@ pub struct KnownEigenpairs {
 
 /// Rows per parallel chunk of the vector kernels.
 const CHUNK_ROWS: usize = 512;
+/// Chunks per parallel task at least: a vector of a few thousand rows (a component solved on one
+/// rank, while the other threads solve other components) is one task, not several.
+const MIN_CHUNKS_PER_TASK: usize = 8;
 const _: () = assert!(CHUNK_ROWS * 8 <= GRID_SUM_TERMS);
 /// Extra Krylov vectors beyond the wanted ones in the first search.
 const EXTRA_BASIS: usize = 24;
@@ -67,23 +70,6 @@ const RITZ_EVERY: usize = 4;
 const REORTHOGONALISE_BELOW: f64 = 1.0 / 128.0;
 /// A new vector this much shorter than the operator scale means an invariant subspace.
 const BREAKDOWN: f64 = 1e-10;
-
-/// Bits of the low part in `fixed_point`.
-const LOW_BITS: i32 = 40;
-
-/// `value * 2^64` truncated toward zero, as `exact::to_fixed`, with two cheap i64 conversions
-/// instead of one to i128 (exact: the fraction of an f64 is an f64).
-#[inline(always)]
-pub fn fixed_point(value: f64) -> i128 {
-    let high = value * (1u64 << (64 - LOW_BITS)) as f64;
-    if high.abs() < (1u64 << 62) as f64 {
-        let high_int = high as i64;
-        let low = ((high - high_int as f64) * (1u64 << LOW_BITS) as f64) as i64;
-        ((high_int as i128) << LOW_BITS) + low as i128
-    } else {
-        to_fixed(value)
-    }
-}
 
 /// Exact local dot product of two slices, with every product scaled by `scale` (a power of two).
 pub fn exact_dot(a: &[f64], b: &[f64], scale: f64) -> ExactSum {
@@ -256,6 +242,7 @@ impl Basis {
             .par_chunks(CHUNK_ROWS * capacity)
             .zip(w.par_chunks(CHUNK_ROWS))
             .enumerate()
+            .with_min_len(MIN_CHUNKS_PER_TASK)
             .map(|(chunk, (rows, w_rows))| {
                 let mut high = vec![0.0; n_columns];
                 let mut low = vec![0.0; n_columns];
@@ -306,6 +293,7 @@ impl Basis {
         w.par_chunks_mut(CHUNK_ROWS)
             .zip(self.data.par_chunks(CHUNK_ROWS * capacity))
             .enumerate()
+            .with_min_len(MIN_CHUNKS_PER_TASK)
             .for_each(|(chunk, (w_rows, rows))| {
                 simd::subtract_rows(rows, capacity, n_sparse, &coefficients[n_sparse..], w_rows);
                 if let Some(sparse) = sparse {
@@ -326,6 +314,7 @@ impl Basis {
         let capacity = self.capacity;
         self.data
             .par_chunks_mut(CHUNK_ROWS * capacity)
+            .with_min_len(MIN_CHUNKS_PER_TASK)
             .for_each(|rows| {
                 let mut combined = vec![0.0; n_out];
                 simd::combine_rows(rows, capacity, first, n_in, coefficients, &mut combined);
@@ -996,7 +985,6 @@ mod simd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::exact::to_fixed;
     use crate::kernels::linop::{DenseOp, SerialReduce};
 
     /// The normalised adjacency D^-1/2 W D^-1/2 of a weighted graph given as dense weights.
@@ -1106,19 +1094,6 @@ mod tests {
             }
         }
         outcome
-    }
-
-    #[test]
-    fn fixed_point_matches_exact_conversion() {
-        for i in 0..10_000u64 {
-            let value = hashed_uniform(9, 0, i) * 10f64.powi((i % 40) as i32 - 30);
-            assert_eq!(fixed_point(value), to_fixed(value), "value {value}");
-        }
-        for value in [
-            0.0, -0.0, 1.0, -1.0, 0.5, 1e-25, -3e-19, 12345.678, -2e15, 1e30,
-        ] {
-            assert_eq!(fixed_point(value), to_fixed(value), "value {value}");
-        }
     }
 
     #[test]
