@@ -21,6 +21,7 @@ use crate::config::{InputFormat, InputSection};
 use crate::error::{Error, Result};
 use crate::results::Ids;
 use ndarray::Array2;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -180,22 +181,37 @@ pub fn read_rows(info: &DatasetInfo, input: &InputSection, rows: Range<usize>) -
     let mut int_ids = Vec::new();
     let mut str_ids = Vec::new();
     let mut labels = info.label_column.as_ref().map(|_| Vec::new());
-    for (shard_idx, local) in plan_shards(&info.shards, rows.clone()) {
-        let shard = &info.shards[shard_idx];
-        let before = values.len();
-        let piece = match info.format {
-            Format::Parquet => parquet::read(info, shard, local.clone(), &mut values)?,
-            Format::Hdf5 => hdf5_input::read(info, shard, local.clone(), &mut values)?,
-            Format::Npy => npy::read(info, shard, local.clone(), &mut values)?,
-        };
-        check_piece(info, shard, local.clone(), &values[before..], &piece)?;
-        match piece.ids {
-            Some(IdValues::Int(v)) => int_ids.extend(v),
-            Some(IdValues::Str(v)) => str_ids.extend(v),
-            None => {}
-        }
-        if let (Some(all), Some(part)) = (labels.as_mut(), piece.labels) {
-            all.extend(part);
+    // Pieces are decoded in parallel, a wave of one per thread at a time (so at most that many
+    // decoded pieces wait to be copied), and appended in row order; the first error in row
+    // order is the one reported.
+    let pieces = read_units(info, rows.clone());
+    let threads = rayon::current_num_threads().max(1);
+    for wave in pieces.chunks(threads) {
+        let decoded: Vec<Result<(Vec<f32>, Piece)>> = wave
+            .par_iter()
+            .map(|(shard_idx, local)| {
+                let shard = &info.shards[*shard_idx];
+                let mut part = Vec::with_capacity(local.len() * info.dim);
+                let piece = match info.format {
+                    Format::Parquet => parquet::read(info, shard, local.clone(), &mut part)?,
+                    Format::Hdf5 => hdf5_input::read(info, shard, local.clone(), &mut part)?,
+                    Format::Npy => npy::read(info, shard, local.clone(), &mut part)?,
+                };
+                check_piece(info, shard, local.clone(), &part, &piece)?;
+                Ok((part, piece))
+            })
+            .collect();
+        for result in decoded {
+            let (part, piece) = result?;
+            values.extend_from_slice(&part);
+            match piece.ids {
+                Some(IdValues::Int(v)) => int_ids.extend(v),
+                Some(IdValues::Str(v)) => str_ids.extend(v),
+                None => {}
+            }
+            if let (Some(all), Some(part)) = (labels.as_mut(), piece.labels) {
+                all.extend(part);
+            }
         }
     }
     let ids = match info.id_kind {
@@ -268,6 +284,29 @@ fn check_piece(
         )));
     }
     Ok(())
+}
+
+/// The pieces a block is read in: each overlapping shard's rows, a Parquet shard's split at its
+/// row groups (the unit a Parquet reader decodes), as (shard, shard-local rows), in row order.
+fn read_units(info: &DatasetInfo, rows: Range<usize>) -> Vec<(usize, Range<usize>)> {
+    let mut units = Vec::new();
+    for (shard_idx, local) in plan_shards(&info.shards, rows) {
+        let shard = &info.shards[shard_idx];
+        if info.format != Format::Parquet || shard.row_groups.is_empty() {
+            units.push((shard_idx, local));
+            continue;
+        }
+        let mut group_start = 0;
+        for &group_rows in &shard.row_groups {
+            let start = local.start.max(group_start);
+            let end = local.end.min(group_start + group_rows);
+            if start < end {
+                units.push((shard_idx, start..end));
+            }
+            group_start += group_rows;
+        }
+    }
+    units
 }
 
 /// The shards that overlap global rows `rows`, each with the overlapping rows local to the shard.
@@ -633,6 +672,33 @@ mod tests {
         assert_eq!(plan_shards(&table, 12..35), vec![(2, 2..5), (3, 0..20)]);
         assert_eq!(plan_shards(&table, 15..16), vec![(3, 0..1)]);
         assert!(plan_shards(&table, 7..7).is_empty());
+    }
+
+    #[test]
+    fn parquet_blocks_are_read_in_row_group_pieces_in_row_order() {
+        let mut table = shards(&[10, 6]);
+        table[0].row_groups = vec![4, 4, 2];
+        table[1].row_groups = vec![6];
+        let mut info = DatasetInfo {
+            n_rows: 16,
+            dim: 1,
+            format: Format::Parquet,
+            dtype: "float32".into(),
+            path: PathBuf::from("data"),
+            shards: table,
+            column: "embedding".into(),
+            id_column: None,
+            id_kind: None,
+            label_column: None,
+            from_manifest: false,
+        };
+        assert_eq!(
+            read_units(&info, 3..13),
+            vec![(0, 3..4), (0, 4..8), (0, 8..10), (1, 0..3)]
+        );
+        assert_eq!(read_units(&info, 5..6), vec![(0, 5..6)]);
+        info.format = Format::Npy;
+        assert_eq!(read_units(&info, 3..13), vec![(0, 3..10), (1, 0..3)]);
     }
 
     #[test]
