@@ -523,17 +523,22 @@ mod tests {
         assert!(same_partition(&outcome.labels, &expected));
     }
 
+    /// Parameters of one start whose seeding is what a test looks at.
+    fn seeding_only(n_clusters: usize, seed: u64) -> KmeansParams {
+        KmeansParams {
+            n_clusters,
+            seed,
+            n_init: 1,
+            max_iter: 1,
+        }
+    }
+
     #[test]
     fn pruned_seeding_equals_measuring_every_row() {
         let (points, _) = blobs(12, 50, 0.4, 3);
         let dim = 2;
         for seed in 0..5 {
-            let params = KmeansParams {
-                n_clusters: 12,
-                seed,
-                n_init: 1,
-                max_iter: 1,
-            };
+            let params = seeding_only(12, seed);
             let (centroids, nearest) = seed_centroids(&points, dim, &SerialReduce, 0, &params, 0);
             // The plain k-means++: every row measured against every new centroid.
             let stream = |c: usize| 1 + c as u64;
@@ -610,12 +615,7 @@ mod tests {
             };
         }
         for seed in 0..20 {
-            let params = KmeansParams {
-                n_clusters: 2,
-                seed,
-                n_init: 1,
-                max_iter: 1,
-            };
+            let params = seeding_only(2, seed);
             let (centroids, _) = seed_centroids(&points, 2, &SerialReduce, 0, &params, 0);
             let far = (centroids[0] > 50.0) as usize + (centroids[2] > 50.0) as usize;
             assert_eq!(far, 1, "seed {seed}: {centroids:?}");
