@@ -97,7 +97,13 @@ impl KnnBackend for CpuKnn {
             .search
             .take()
             .ok_or_else(|| Error::internal("cpu knn: finish before begin"))?;
-        self.finished_evaluations += search.exact_evaluations();
+        let evaluations = search.exact_evaluations();
+        self.finished_evaluations += evaluations;
+        let (skipped, computed) = search.tile_counts();
+        log::debug!(
+            "cpu knn: {computed} GEMM tiles computed, {skipped} ruled out by their balls, \
+             {evaluations} exact distances"
+        );
         let neighbours = search.finish().map_err(|row| {
             Error::input(format!(
                 "knn: global row {row} has fewer than k neighbours with a finite distance \

@@ -64,9 +64,11 @@
 //! the differences (not from norms) for the kept candidates.
 
 use crate::config::Metric;
-use ndarray::{s, ArrayView2};
+use crate::kernels::tile_bounds::{cluster_order, RowOrder, TileBalls};
+use ndarray::ArrayView2;
 use rayon::prelude::*;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Running sums of the canonical dot product (and of the squared distance).
@@ -223,13 +225,14 @@ pub struct Neighbours {
     pub distances: Vec<f32>,
 }
 
-/// A run of consecutive queries with their lists: the unit of parallel work and of locking.
+/// A run of consecutive queries (in the search's order) with their lists: the unit of parallel
+/// work and of locking.
 struct Group {
-    /// Global row of the first query of this group.
-    query_start: usize,
+    /// Position of the first query in the search's order.
+    first: usize,
     n_queries: usize,
-    /// Row-major `n_queries x dim` copy of the queries.
-    queries: Vec<f32>,
+    /// Global row of each query.
+    ids: Vec<u64>,
     query_norms: Vec<f32>,
     /// `|q|^2` (used by l2 only).
     query_sq_norms: Vec<f32>,
@@ -242,17 +245,20 @@ struct Group {
     exact_evaluations: u64,
 }
 
-/// Per-block data every task reads.
+/// Per-block data every task reads: the block's rows in their tile order.
 struct BlockView<'a> {
     rows: &'a [f32],
     n_rows: usize,
-    start: usize,
+    /// Global row of each row of `rows`.
+    ids: &'a [u64],
     /// `|b|^2 / 2` per row (the l2 key is `dot - |b|^2 / 2`).
     half_sq_norms: &'a [f32],
     max_norm: f32,
-    /// The block is the query set (the symmetric pass): queries are read from `rows`, which the
-    /// GEMM has just brought into cache, instead of from the groups' copies (same values).
-    is_query_set: bool,
+    /// Balls of the tiles the pass uses (symmetric sides or plain reference tiles).
+    balls: &'a TileBalls,
+    /// All queries in the search's order (a group's from its `first`; the same slice as `rows`
+    /// in the symmetric pass).
+    queries: &'a [f32],
 }
 
 /// The search parameters shared by the tasks.
@@ -299,8 +305,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Exact kNN for a fixed set of queries, fed with blocks of reference rows in any order.
-/// All memory (lists, GEMM tiles, per-block norms) is allocated by `new` and `reserve_block`;
-/// the tile loop allocates nothing.
+/// Queries and blocks are put in a clustered order ([`cluster_order`]) so that tiles are compact
+/// and whole tiles can be skipped when their balls rule them out ([`TileBalls::rules_out`]); the
+/// lists are the same for any order. Lists, GEMM tiles and per-block buffers are allocated by
+/// `new` and `reserve_block`; the tile loop allocates nothing.
 pub struct KnnSearch {
     params: Params,
     query_start: usize,
@@ -308,8 +316,18 @@ pub struct KnnSearch {
     /// Queries per group (the last group may hold fewer).
     group_rows: usize,
     groups: Vec<Mutex<Group>>,
+    /// Row-major queries in the search's order: position i holds query `order.order[i]`.
+    queries: Vec<f32>,
+    order: RowOrder,
     tiles: TilePool,
     block_half_sq_norms: Vec<f32>,
+    /// The current block in its tile order, and the global row of each of its rows.
+    block_rows: Vec<f32>,
+    block_ids: Vec<u64>,
+    /// GEMM tiles skipped (pairs of sides in the symmetric pass, group x tile in the plain pass).
+    skipped_tiles: AtomicU64,
+    /// GEMM tiles computed.
+    computed_tiles: AtomicU64,
 }
 
 impl KnnSearch {
@@ -342,23 +360,31 @@ impl KnnSearch {
             avx2: has_avx2(),
         };
         let group_rows = shape.query_rows.min(n_queries.div_ceil(n_workers)).max(1);
+        let standard = queries.as_standard_layout();
+        let given = standard.as_slice().expect("standard layout is contiguous");
+        let order = cluster_order(given, dim, group_rows);
+        let mut ordered = Vec::with_capacity(n_queries * dim);
+        for &row in &order.order {
+            ordered.extend_from_slice(&given[row * dim..(row + 1) * dim]);
+        }
         let groups = (0..n_queries)
             .step_by(group_rows)
             .map(|first| {
                 let count = group_rows.min(n_queries - first);
-                let mut queries_copy = Vec::with_capacity(count * dim);
-                for row in queries.slice(s![first..first + count, ..]).rows() {
-                    queries_copy.extend(row.iter().copied());
-                }
-                let query_norms: Vec<f32> = queries_copy
+                let mine = &ordered[first * dim..(first + count) * dim];
+                let query_norms: Vec<f32> = mine
                     .chunks_exact(dim.max(1))
                     .map(|q| sum_sq(q).sqrt())
                     .collect();
                 let query_sq_norms = query_norms.iter().map(|n| n * n).collect();
+                let ids = order.order[first..first + count]
+                    .iter()
+                    .map(|&row| (query_start + row) as u64)
+                    .collect();
                 Mutex::new(Group {
-                    query_start: query_start + first,
+                    first,
                     n_queries: count,
-                    queries: queries_copy,
+                    ids,
                     query_norms,
                     query_sq_norms,
                     distances: vec![f32::INFINITY; count * k],
@@ -377,8 +403,14 @@ impl KnnSearch {
             n_queries,
             group_rows,
             groups,
+            queries: ordered,
+            order,
             tiles: TilePool::new(tile_len, n_tiles),
             block_half_sq_norms: Vec::new(),
+            block_rows: Vec::new(),
+            block_ids: Vec::new(),
+            skipped_tiles: AtomicU64::new(0),
+            computed_tiles: AtomicU64::new(0),
         }
     }
 
@@ -387,6 +419,10 @@ impl KnnSearch {
     pub fn reserve_block(&mut self, max_rows: usize) {
         let extra = max_rows.saturating_sub(self.block_half_sq_norms.len());
         self.block_half_sq_norms.reserve(extra);
+        let extra = max_rows.saturating_sub(self.block_ids.len());
+        self.block_ids.reserve(extra);
+        let extra = (max_rows * self.params.dim).saturating_sub(self.block_rows.len());
+        self.block_rows.reserve(extra);
     }
 
     /// Merge a block of reference rows (row-major, `n_rows x dim`, global rows `block_start..`)
@@ -401,78 +437,130 @@ impl KnnSearch {
         }
     }
 
-    /// True when `rows` at `block_start` are exactly the queries (bit for bit).
-    fn is_query_set(&mut self, rows: &[f32], block_start: usize) -> bool {
-        let dim = self.params.dim;
-        if block_start != self.query_start || rows.len() != self.n_queries * dim {
-            return false;
-        }
-        let mut offset = 0;
-        self.groups.iter_mut().all(|group| {
-            let group = group.get_mut().unwrap_or_else(PoisonError::into_inner);
-            let mine = &rows[offset..offset + group.queries.len()];
-            offset += group.queries.len();
-            mine.iter()
-                .zip(&group.queries)
-                .all(|(a, b)| a.to_bits() == b.to_bits())
-        })
-    }
-
     fn add_block_with(&mut self, rows: &[f32], block_start: usize, pass: Pass) {
         let dim = self.params.dim;
         let n_rows = rows.len().checked_div(dim).unwrap_or(0);
         if n_rows == 0 || self.n_queries == 0 {
             return;
         }
-        self.block_half_sq_norms.clear();
-        let mut max_norm = 0.0f32;
-        for row in rows.chunks_exact(dim) {
-            let sq = sum_sq(row);
-            max_norm = max_norm.max(sq.sqrt());
-            self.block_half_sq_norms.push(0.5 * sq);
+        match pass {
+            Pass::Symmetric => {
+                debug_assert!(self.is_query_set(rows, block_start));
+                self.add_query_set();
+            }
+            Pass::Plain => self.add_plain(rows, block_start),
         }
+    }
+
+    /// The plain pass (module doc): the block in its own clustered order, every group against
+    /// every reference tile the balls do not rule out.
+    fn add_plain(&mut self, rows: &[f32], block_start: usize) {
+        let dim = self.params.dim;
+        let n_rows = rows.len() / dim;
+        let order = cluster_order(rows, dim, self.group_rows);
+        self.block_rows.clear();
+        self.block_ids.clear();
+        for &row in &order.order {
+            self.block_rows
+                .extend_from_slice(&rows[row * dim..(row + 1) * dim]);
+            self.block_ids.push((block_start + row) as u64);
+        }
+        let balls = TileBalls::new(
+            &self.block_rows,
+            dim,
+            &order.labels,
+            self.params.shape.ref_rows,
+        );
+        let max_norm = block_half_sq_norms(&self.block_rows, dim, &mut self.block_half_sq_norms);
         let block = BlockView {
-            rows,
+            rows: &self.block_rows,
             n_rows,
-            start: block_start,
+            ids: &self.block_ids,
             half_sq_norms: &self.block_half_sq_norms,
             max_norm,
-            is_query_set: pass == Pass::Symmetric,
+            balls: &balls,
+            queries: &self.queries,
         };
         let params = self.params;
         let tiles = &self.tiles;
-        match pass {
-            Pass::Plain => self.groups.par_iter_mut().for_each(|group| {
-                let group = group.get_mut().unwrap_or_else(PoisonError::into_inner);
-                tiles.with_tile(|tile| group.add_block(&params, &block, tile));
-            }),
-            Pass::Symmetric => {
-                debug_assert_eq!(n_rows, self.n_queries);
-                self.groups.par_iter_mut().for_each(|group| {
-                    let group = group.get_mut().unwrap_or_else(PoisonError::into_inner);
-                    group.reset_thresholds(&params, max_norm);
-                });
-                let groups = &self.groups;
-                let layout = self.symmetric_tiles();
-                let n_sides = layout.n_sides();
-                (0..n_sides * (n_sides + 1) / 2)
-                    .into_par_iter()
-                    .for_each(|pair| {
-                        let (row_side, column_side) = upper_triangle_pair(pair, n_sides);
-                        tiles.with_tile(|tile| {
-                            symmetric_tile(
-                                &params,
-                                &block,
-                                groups,
-                                layout,
-                                row_side,
-                                column_side,
-                                tile,
-                            )
-                        });
-                    });
-            }
+        let counts = (&self.skipped_tiles, &self.computed_tiles);
+        self.groups.par_iter_mut().for_each(|group| {
+            let group = group.get_mut().unwrap_or_else(PoisonError::into_inner);
+            tiles.with_tile(|tile| group.add_block(&params, &block, tile, counts));
+        });
+    }
+
+    /// True when `rows` at `block_start` are exactly the queries (bit for bit).
+    fn is_query_set(&self, rows: &[f32], block_start: usize) -> bool {
+        let dim = self.params.dim;
+        if block_start != self.query_start || rows.len() != self.n_queries * dim {
+            return false;
         }
+        self.order
+            .order
+            .par_iter()
+            .zip(self.queries.par_chunks_exact(dim.max(1)))
+            .all(|(&row, query)| {
+                rows[row * dim..(row + 1) * dim]
+                    .iter()
+                    .zip(query)
+                    .all(|(a, b)| a.to_bits() == b.to_bits())
+            })
+    }
+
+    /// The symmetric pass (module doc): the queries against themselves, in the search's order.
+    /// Diagonal tile pairs go first, so every list is well filled before the others are tried
+    /// against the balls.
+    fn add_query_set(&mut self) {
+        let dim = self.params.dim;
+        let layout = self.symmetric_tiles();
+        let balls = TileBalls::new(&self.queries, dim, &self.order.labels, layout.side_rows());
+        let max_norm = block_half_sq_norms(&self.queries, dim, &mut self.block_half_sq_norms);
+        let ids: Vec<u64> = self
+            .order
+            .order
+            .iter()
+            .map(|&row| (self.query_start + row) as u64)
+            .collect();
+        let block = BlockView {
+            rows: &self.queries,
+            n_rows: self.n_queries,
+            ids: &ids,
+            half_sq_norms: &self.block_half_sq_norms,
+            max_norm,
+            balls: &balls,
+            queries: &self.queries,
+        };
+        let params = self.params;
+        self.groups.par_iter_mut().for_each(|group| {
+            let group = group.get_mut().unwrap_or_else(PoisonError::into_inner);
+            group.reset_thresholds(&params, max_norm);
+        });
+        let groups = &self.groups;
+        let tiles = &self.tiles;
+        let n_sides = layout.n_sides();
+        (0..n_sides).into_par_iter().for_each(|side| {
+            tiles.with_tile(|tile| {
+                symmetric_tile(&params, &block, groups, layout, side, side, tile)
+            });
+        });
+        self.computed_tiles
+            .fetch_add(n_sides as u64, Ordering::Relaxed);
+        let counts = (&self.skipped_tiles, &self.computed_tiles);
+        (0..n_sides * (n_sides - 1) / 2)
+            .into_par_iter()
+            .for_each(|pair| {
+                let (row_side, column_side) = upper_triangle_pair(pair, n_sides - 1);
+                let column_side = column_side + 1;
+                if pair_ruled_out(&params, &block, groups, layout, row_side, column_side) {
+                    counts.0.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                counts.1.fetch_add(1, Ordering::Relaxed);
+                tiles.with_tile(|tile| {
+                    symmetric_tile(&params, &block, groups, layout, row_side, column_side, tile)
+                });
+            });
     }
 
     /// The symmetric pass's tiles for the current rayon pool (see [`symmetric_tiles`]).
@@ -480,6 +568,15 @@ impl KnnSearch {
         let n_groups = self.groups.len();
         let n_threads = rayon::current_num_threads();
         symmetric_tiles(self.params.shape, self.group_rows, n_groups, n_threads)
+    }
+
+    /// GEMM tiles (skipped, computed) so far: pairs of sides in the symmetric pass, group x
+    /// reference tile in the plain pass.
+    pub fn tile_counts(&self) -> (u64, u64) {
+        (
+            self.skipped_tiles.load(Ordering::Relaxed),
+            self.computed_tiles.load(Ordering::Relaxed),
+        )
     }
 
     /// Pairs whose canonical distance was computed so far (the filter's pass count).
@@ -494,15 +591,23 @@ impl KnnSearch {
     /// given, or distances were not finite).
     pub fn finish(self) -> Result<Neighbours, usize> {
         let k = self.params.k;
-        let mut indices = Vec::with_capacity(self.n_queries * k);
-        let mut distances = Vec::with_capacity(self.n_queries * k);
+        let mut indices = vec![EMPTY_ROW; self.n_queries * k];
+        let mut distances = vec![f32::INFINITY; self.n_queries * k];
+        let mut short: Option<u64> = None;
         for group in self.groups {
             let group = group.into_inner().unwrap_or_else(PoisonError::into_inner);
-            if let Some(position) = group.indices.iter().position(|&i| i == EMPTY_ROW) {
-                return Err(group.query_start + position / k);
+            for (q, &id) in group.ids.iter().enumerate() {
+                let list = q * k..(q + 1) * k;
+                if group.indices[list.clone()].contains(&EMPTY_ROW) {
+                    short = Some(short.map_or(id, |s| s.min(id)));
+                }
+                let slot = (id as usize - self.query_start) * k;
+                indices[slot..slot + k].copy_from_slice(&group.indices[list.clone()]);
+                distances[slot..slot + k].copy_from_slice(&group.distances[list]);
             }
-            indices.extend(group.indices);
-            distances.extend(group.distances);
+        }
+        if let Some(row) = short {
+            return Err(row as usize);
         }
         Ok(Neighbours {
             k,
@@ -519,6 +624,36 @@ enum Pass {
     Plain,
     /// Tile pairs (I, J), I <= J, of the query set against itself, each feeding both lists.
     Symmetric,
+}
+
+/// `|b|^2 / 2` of every row into `half_sq_norms` (cleared first); returns the largest norm.
+fn block_half_sq_norms(rows: &[f32], dim: usize, half_sq_norms: &mut Vec<f32>) -> f32 {
+    half_sq_norms.clear();
+    let mut max_norm = 0.0f32;
+    for row in rows.chunks_exact(dim.max(1)) {
+        let sq = sum_sq(row);
+        max_norm = max_norm.max(sq.sqrt());
+        half_sq_norms.push(0.5 * sq);
+    }
+    max_norm
+}
+
+/// True when the balls rule out tile pair (I, J) for both sides: no query of side I can find a
+/// list member among J's rows, and no query of J among I's (one group lock at a time).
+fn pair_ruled_out(
+    params: &Params,
+    block: &BlockView,
+    groups: &[Mutex<Group>],
+    layout: SymmetricTiles,
+    row_side: usize,
+    column_side: usize,
+) -> bool {
+    let side_ruled_out = |side: usize, against: usize| {
+        layout
+            .groups(side)
+            .all(|group| lock(&groups[group]).rules_out(params, block, against))
+    };
+    side_ruled_out(row_side, column_side) && side_ruled_out(column_side, row_side)
 }
 
 /// Tile pairs per thread that the symmetric pass aims for (work stealing evens them out).
@@ -669,25 +804,56 @@ fn symmetric_tile(
 
 impl Group {
     /// The plain pass: this group's queries against every row of `block`, one GEMM tile of
-    /// `ref_rows` reference rows at a time.
-    fn add_block(&mut self, params: &Params, block: &BlockView, tile: &mut [f32]) {
+    /// `ref_rows` reference rows at a time, skipping the tiles the balls rule out for every query
+    /// of the group. `counts`: (skipped, computed) tiles.
+    fn add_block(
+        &mut self,
+        params: &Params,
+        block: &BlockView,
+        tile: &mut [f32],
+        counts: (&AtomicU64, &AtomicU64),
+    ) {
         self.reset_thresholds(params, block.max_norm);
         let dim = params.dim;
         let stride = params.shape.ref_rows;
-        for ref_first in (0..block.n_rows).step_by(stride) {
+        let mine = &block.queries[self.first * dim..(self.first + self.n_queries) * dim];
+        for (ref_tile, ref_first) in (0..block.n_rows).step_by(stride).enumerate() {
+            if self.rules_out(params, block, ref_tile) {
+                counts.0.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            counts.1.fetch_add(1, Ordering::Relaxed);
             let n_ref = stride.min(block.n_rows - ref_first);
             gemm_tile(
                 tile,
                 stride,
-                &self.queries,
+                mine,
                 self.n_queries,
                 &block.rows[ref_first * dim..(ref_first + n_ref) * dim],
                 n_ref,
                 dim,
             );
-            let queries = 0..self.n_queries;
-            self.scan_tile_rows(params, block, tile, stride, queries, ref_first, n_ref);
+            let rows = 0..self.n_queries;
+            self.scan_tile_rows(params, block, tile, stride, rows, ref_first, n_ref);
         }
+    }
+
+    /// True when tile `tile` of the block's balls is ruled out for every query of this group,
+    /// at the current thresholds.
+    fn rules_out(&self, params: &Params, block: &BlockView, tile: usize) -> bool {
+        let dim = params.dim;
+        (0..self.n_queries).all(|q| {
+            let row = self.first + q;
+            block.balls.rules_out(
+                params.metric,
+                params.margin,
+                &block.queries[row * dim..(row + 1) * dim],
+                self.query_norms[q],
+                self.query_sq_norms[q],
+                self.thresholds[q],
+                tile,
+            )
+        })
     }
 
     /// The thresholds for a new block (they depend on the block's largest norm).
@@ -697,8 +863,8 @@ impl Group {
         }
     }
 
-    /// Row side: tile row `q - queries.start` holds query q's GEMM keys against block rows `ref_first..+n_ref`;
-    /// offer every key that passes q's threshold.
+    /// Row side: tile row `q - rows.start` holds query q's GEMM keys against block rows
+    /// `ref_first..+n_ref`; offer every key that passes q's threshold.
     #[allow(clippy::too_many_arguments)]
     fn scan_tile_rows(
         &mut self,
@@ -706,13 +872,13 @@ impl Group {
         block: &BlockView,
         tile: &[f32],
         stride: usize,
-        queries: Range<usize>,
+        rows: Range<usize>,
         ref_first: usize,
         n_ref: usize,
     ) {
         let offsets = &block.half_sq_norms[ref_first..ref_first + n_ref];
         let offsets = (params.metric == Metric::L2).then_some(offsets);
-        for (tile_row, q) in queries.enumerate() {
+        for (tile_row, q) in rows.enumerate() {
             let keys = &tile[tile_row * stride..tile_row * stride + n_ref];
             let mut from = 0;
             while let Some(found) =
@@ -753,19 +919,15 @@ impl Group {
     /// Compute the canonical distance of (query q, block row) and insert it if it belongs.
     #[inline(never)]
     fn offer(&mut self, params: &Params, q: usize, block: &BlockView, block_row: usize) {
-        let row = (block.start + block_row) as u64;
-        if row == (self.query_start + q) as u64 {
+        let row = block.ids[block_row];
+        if row == self.ids[q] {
             return;
         }
         let dim = params.dim;
         let k = params.k;
         self.exact_evaluations += 1;
-        let query = if block.is_query_set {
-            let query_row = self.query_start + q - block.start;
-            &block.rows[query_row * dim..(query_row + 1) * dim]
-        } else {
-            &self.queries[q * dim..(q + 1) * dim]
-        };
+        let query_row = self.first + q;
+        let query = &block.queries[query_row * dim..(query_row + 1) * dim];
         let reference = &block.rows[block_row * dim..(block_row + 1) * dim];
         let distance = exact_distance(params.metric, query, reference);
         let list_d = &mut self.distances[q * k..(q + 1) * k];
@@ -1387,6 +1549,98 @@ mod tests {
         }
     }
 
+    /// Rows in `n_blobs` tight, well separated blobs (in shuffled order), with duplicate rows and
+    /// rows on a coarse grid inside each blob, so that many distances tie.
+    fn clustered_rows(
+        n_rows: usize,
+        dim: usize,
+        n_blobs: usize,
+        seed: u64,
+        unit: bool,
+    ) -> Array2<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let centres: Vec<f32> = (0..n_blobs * dim)
+            .map(|_| rng.gen_range(-8i32..=8) as f32)
+            .collect();
+        let mut rows = Array2::<f32>::zeros((n_rows, dim));
+        for i in 0..n_rows {
+            if i > 2 && rng.gen_bool(0.1) {
+                let source = rng.gen_range(0..i);
+                let copy = rows.row(source).to_owned();
+                rows.row_mut(i).assign(&copy);
+                continue;
+            }
+            let blob = rng.gen_range(0..n_blobs);
+            for (j, value) in rows.row_mut(i).iter_mut().enumerate() {
+                *value = centres[blob * dim + j] + rng.gen_range(-2i32..=2) as f32 * 0.25;
+            }
+        }
+        if unit {
+            for mut row in rows.rows_mut() {
+                let norm = canonical_dot(row.as_slice().unwrap(), row.as_slice().unwrap()).sqrt();
+                row.mapv_inplace(|v| v / norm);
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn tiles_ruled_out_by_their_balls_leave_the_lists_exact() {
+        // Clustered rows, so whole tiles are skipped: three "ranks" of uneven size, own block
+        // first (symmetric pass) then the others (plain pass), against the oracle.
+        let shapes = [
+            TileShape::default(),
+            TileShape {
+                query_rows: 16,
+                ref_rows: 32,
+            },
+            TileShape {
+                query_rows: 5,
+                ref_rows: 7,
+            },
+        ];
+        for metric in [Metric::Cosine, Metric::L2, Metric::Ip] {
+            let rows = clustered_rows(900, 24, 12, 77, metric == Metric::Cosine);
+            let dim = rows.ncols();
+            let data = rows.as_slice().unwrap();
+            let bounds = [0usize, 500, 501, 900];
+            let k = 7;
+            let (want_indices, want_distances) = knn_naive(rows.view(), k, metric);
+            let mut skipped = 0;
+            for threads in [1usize, 3] {
+                for shape in shapes {
+                    for rank in 0..3 {
+                        let (first, last) = (bounds[rank], bounds[rank + 1]);
+                        let (got, counts) = on_pool(threads, || {
+                            let queries = rows.slice(ndarray::s![first..last, ..]);
+                            let mut search =
+                                KnnSearch::new(queries, first, k, metric, threads, shape);
+                            for step in 0..3 {
+                                let owner = (rank + 3 - step) % 3;
+                                let (start, end) = (bounds[owner], bounds[owner + 1]);
+                                search.add_block(&data[start * dim..end * dim], start);
+                            }
+                            let counts = search.tile_counts();
+                            (
+                                search.finish().expect("every query has k neighbours"),
+                                counts,
+                            )
+                        });
+                        skipped += counts.0;
+                        let case = format!("{metric:?} rank {rank} {shape:?} threads={threads}");
+                        assert_same_lists(
+                            &got,
+                            &want_indices[first * k..last * k],
+                            &want_distances[first * k..last * k],
+                            &case,
+                        );
+                    }
+                }
+            }
+            assert!(skipped > 0, "{metric:?}: no tile was ruled out");
+        }
+    }
+
     #[test]
     fn symmetric_pass_breaks_ties_between_identical_rows_by_row() {
         let rows = Array2::from_elem((11, 4), 0.5f32);
@@ -1419,7 +1673,7 @@ mod tests {
         let queries = rows_with_ties(20, 8, 51, false);
         let mut block = queries.clone();
         block[[3, 2]] += 1.0;
-        let mut search = KnnSearch::new(queries.view(), 5, 2, Metric::L2, 2, TileShape::default());
+        let search = KnnSearch::new(queries.view(), 5, 2, Metric::L2, 2, TileShape::default());
         assert!(search.is_query_set(queries.as_slice().unwrap(), 5));
         assert!(!search.is_query_set(queries.as_slice().unwrap(), 4));
         assert!(!search.is_query_set(&queries.as_slice().unwrap()[..19 * 8], 5));

@@ -11,4 +11,5 @@ pub mod linop;
 pub mod pagerank;
 pub mod pca;
 pub mod reference;
+pub mod tile_bounds;
 pub mod unionfind;
