@@ -280,8 +280,8 @@ def test_more_ranks_than_rows(tmp_path):
 def medium_blobs(tmp_path_factory):
     out = tmp_path_factory.mktemp("medium") / "blobs"
     # Large enough that the kNN ring runs for seconds even on an idle machine: the interrupt tests
-    # signal it mid-ring.
-    run_bin("generate", "--kind", "blobs", "--n", 24000, "--dim", 384, "--clusters", 12, "--noise", 2.0,
+    # signal it mid-ring. The noise drowns the clusters, so no kNN tile can be skipped.
+    run_bin("generate", "--kind", "blobs", "--n", 24000, "--dim", 384, "--clusters", 12, "--noise", 40.0,
             "--seed", 3, "--format", "parquet", "--shards", 4, "--out", out, timeout=300)
     return out
 

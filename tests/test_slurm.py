@@ -377,9 +377,9 @@ def pipeline_pending(done):
     return "not built yet" in text or "unrecognized subcommand 'generate'" in text
 
 
-def generate(out, n, dim=16, clusters=4, shards=2, seed=3):
+def generate(out, n, dim=16, clusters=4, shards=2, seed=3, noise=1.0):
     done = run_bin("generate", "--kind", "blobs", "--n", n, "--dim", dim, "--clusters", clusters,
-                   "--noise", 1.0, "--seed", seed, "--format", "parquet", "--shards", shards,
+                   "--noise", noise, "--seed", seed, "--format", "parquet", "--shards", shards,
                    "--out", out, check=False)
     if done.returncode != 0 and pipeline_pending(done):
         pytest.xfail(f"embsolve generate is not built yet: {done.stderr.strip()[:200]}")
@@ -528,8 +528,9 @@ def test_scancel_term_mid_knn_then_resubmit_is_bit_identical(slurm, tmp_path):
     """The real binary under the real local Slurm: `scancel --signal=TERM` while the kNN ring runs
     stops every rank at the next safe point (no results, finished stages kept); a resubmitted job
     resumes and its results equal an uninterrupted run's bit for bit."""
-    # dim 384: the kNN ring runs for seconds even on an idle machine, so the signal lands mid-ring.
-    generate(tmp_path / "data", 24000, dim=384, clusters=12, shards=4)
+    # dim 384 and clusters drowned in noise (no kNN tile can be skipped): the kNN ring runs for
+    # seconds even on an idle machine, so the signal lands mid-ring.
+    generate(tmp_path / "data", 24000, dim=384, clusters=12, shards=4, noise=40.0)
     config = write_config(tmp_path / "c.toml", "data", "results/r", knn={"k": 10}, spectral={"n_eigs": 8},
                           run={"threads": 1})
     reference = mpirun_reference(tmp_path, 2, config, "results/reference")

@@ -28,6 +28,15 @@
 //! A GEMM micro-kernel with a canonical accumulation order would avoid the second pass but would
 //! give up the `gemm` crate's tuned kernels.
 //!
+//! # Skipped tiles
+//!
+//! The queries, and each block before its pass, are put in a clustered order, and every tile
+//! gets balls (`kernels::tile_bounds`) that bound the key of any of its rows from above, with
+//! this filter's error margin. A tile is skipped for a set of queries only when the bound is
+//! below every one of their thresholds: computing it would offer them nothing, so the argument
+//! above holds unchanged. Rows are identified by their global row, never by their position, so
+//! the order changes how much work is done and nothing else.
+//!
 //! # The symmetric pass: the query set against itself
 //!
 //! In the ring every rank first merges its own block, whose rows are its queries. Distances are
