@@ -90,6 +90,9 @@ fn main() {
 
     let mut evaluations = [backend.exact_evaluations()];
     comm.allreduce_sum_u64(&mut evaluations);
+    let (skipped, computed) = backend.tile_counts();
+    let mut tiles = [skipped, computed];
+    comm.allreduce_sum_u64(&mut tiles);
     let (indices, _) = allgatherv(&comm, &lists.indices);
     if comm.rank() == 0 {
         let flops = 2.0 * (n_rows as f64) * (n_rows as f64) * dim as f64;
@@ -107,6 +110,7 @@ fn main() {
             "knn_cpu_s_all_ranks": knn_cpu_all[0],
             "exact_evaluations_per_query": evaluations[0] as f64 / n_rows as f64,
             "tile": [shape.query_rows, shape.ref_rows],
+            "tiles_ruled_out": tiles[0], "tiles_computed": tiles[1],
             "self_block": self_block,
         });
         let mut file = std::fs::File::create(format!("{}.json", args[5])).expect("json");

@@ -14,6 +14,8 @@ pub struct CpuKnn {
     search: Option<KnnSearch>,
     /// Exact evaluations of finished searches.
     finished_evaluations: u64,
+    /// GEMM tiles (skipped, computed) of finished searches.
+    finished_tiles: (u64, u64),
     dim: usize,
     n_queries: usize,
     query_start: usize,
@@ -36,6 +38,15 @@ impl CpuKnn {
     /// Pairs whose exact distance was computed (the filter's pass count), over all searches.
     pub fn exact_evaluations(&self) -> u64 {
         self.finished_evaluations + self.search.as_ref().map_or(0, KnnSearch::exact_evaluations)
+    }
+
+    /// GEMM tiles (ruled out by their balls, computed), over all searches.
+    pub fn tile_counts(&self) -> (u64, u64) {
+        let current = self.search.as_ref().map_or((0, 0), KnnSearch::tile_counts);
+        (
+            self.finished_tiles.0 + current.0,
+            self.finished_tiles.1 + current.1,
+        )
     }
 }
 
@@ -100,6 +111,10 @@ impl KnnBackend for CpuKnn {
         let evaluations = search.exact_evaluations();
         self.finished_evaluations += evaluations;
         let (skipped, computed) = search.tile_counts();
+        self.finished_tiles = (
+            self.finished_tiles.0 + skipped,
+            self.finished_tiles.1 + computed,
+        );
         log::debug!(
             "cpu knn: {computed} GEMM tiles computed, {skipped} ruled out by their balls, \
              {evaluations} exact distances"
