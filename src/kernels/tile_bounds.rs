@@ -27,16 +27,18 @@
 //! (empty) set of candidates as computing it.
 
 use crate::config::Metric;
-use crate::kernels::kmeans::{kmeans, KmeansParams};
 use crate::kernels::knn::{canonical_dot, gemm_tile};
-use crate::kernels::linop::SerialReduce;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 /// Sample rows per cluster for the k-means of [`cluster_order`].
 const SAMPLE_PER_CLUSTER: usize = 16;
+/// Most clusters (larger blocks get larger clusters; a tile is then part of one cluster).
+const MAX_CLUSTERS: usize = 1024;
 /// Lloyd iterations on the sample.
-const SAMPLE_ITERATIONS: usize = 8;
-/// Rows per GEMM when every row is sent to its nearest centroid.
+const SAMPLE_ITERATIONS: usize = 4;
+/// Rows per GEMM when rows are sent to their nearest centroid.
 const ASSIGN_ROWS: usize = 256;
 /// Seed of the sample's k-means++ (fixed: the same rows always get the same order).
 const ORDER_SEED: u64 = 0x6b6e_6e5f_6f72_6465;
@@ -64,58 +66,19 @@ impl RowOrder {
 /// the same rows give the same order for any thread count.
 pub fn cluster_order(rows: &[f32], dim: usize, cluster_rows: usize) -> RowOrder {
     let n_rows = rows.len().checked_div(dim).unwrap_or(0);
-    let n_clusters = n_rows.div_ceil(cluster_rows.max(1));
+    let n_clusters = n_rows.div_ceil(cluster_rows.max(1)).min(MAX_CLUSTERS);
     if n_clusters < 2 || dim == 0 {
         return RowOrder::identity(n_rows);
     }
     let stride = (n_rows / (n_clusters * SAMPLE_PER_CLUSTER)).max(1);
-    let sample: Vec<f64> = rows
+    let sample: Vec<f32> = rows
         .chunks_exact(dim)
         .step_by(stride)
-        .flat_map(|row| row.iter().map(|&v| f64::from(v)))
+        .flat_map(|row| row.iter().copied())
         .collect();
-    let n_sample = sample.len() / dim;
-    let params = KmeansParams {
-        n_clusters: n_clusters.min(n_sample),
-        seed: ORDER_SEED,
-        n_init: 1,
-        max_iter: SAMPLE_ITERATIONS,
-    };
-    let n_clusters = params.n_clusters;
-    let outcome = kmeans(&sample, dim, &SerialReduce, 0, &params);
-    let centroids = chained(&outcome.centroids, dim);
-    let half_sq_norms: Vec<f32> = centroids
-        .chunks_exact(dim)
-        .map(|c| 0.5 * canonical_dot(c, c))
-        .collect();
-
-    let mut row_labels = vec![0u32; n_rows];
-    row_labels
-        .par_chunks_mut(ASSIGN_ROWS)
-        .enumerate()
-        .for_each(|(chunk, labels)| {
-            let first = chunk * ASSIGN_ROWS;
-            let mut tile = vec![0.0f32; labels.len() * n_clusters];
-            gemm_tile(
-                &mut tile,
-                n_clusters,
-                &rows[first * dim..(first + labels.len()) * dim],
-                labels.len(),
-                &centroids,
-                n_clusters,
-                dim,
-            );
-            for (label, keys) in labels.iter_mut().zip(tile.chunks_exact(n_clusters)) {
-                let mut best = (0u32, f32::NEG_INFINITY);
-                for (j, (&key, &offset)) in keys.iter().zip(&half_sq_norms).enumerate() {
-                    let key = key - offset;
-                    if key > best.1 {
-                        best = (j as u32, key);
-                    }
-                }
-                *label = best.0;
-            }
-        });
+    let centroids = chained(&sample_centroids(&sample, dim, n_clusters), dim);
+    let n_clusters = centroids.len() / dim;
+    let row_labels = nearest_centroids(rows, dim, &centroids);
 
     // Counting sort by label, stable in the row position.
     let mut starts = vec![0usize; n_clusters + 1];
@@ -136,10 +99,122 @@ pub fn cluster_order(rows: &[f32], dim: usize, cluster_rows: usize) -> RowOrder 
     RowOrder { order, labels }
 }
 
+/// The nearest centroid of every row (largest `r.c - |c|^2 / 2`, one f32 GEMM per
+/// [`ASSIGN_ROWS`] rows; ties and NaN to the lower centroid).
+fn nearest_centroids(rows: &[f32], dim: usize, centroids: &[f32]) -> Vec<u32> {
+    let n_rows = rows.len() / dim;
+    let n_clusters = centroids.len() / dim;
+    let half_sq_norms: Vec<f32> = centroids
+        .chunks_exact(dim)
+        .map(|c| 0.5 * canonical_dot(c, c))
+        .collect();
+    let mut nearest = vec![0u32; n_rows];
+    nearest
+        .par_chunks_mut(ASSIGN_ROWS)
+        .enumerate()
+        .for_each(|(chunk, labels)| {
+            let first = chunk * ASSIGN_ROWS;
+            let mut tile = vec![0.0f32; labels.len() * n_clusters];
+            gemm_tile(
+                &mut tile,
+                n_clusters,
+                &rows[first * dim..(first + labels.len()) * dim],
+                labels.len(),
+                centroids,
+                n_clusters,
+                dim,
+            );
+            for (label, keys) in labels.iter_mut().zip(tile.chunks_exact(n_clusters)) {
+                let mut best = (0u32, f32::NEG_INFINITY);
+                for (j, (&key, &offset)) in keys.iter().zip(&half_sq_norms).enumerate() {
+                    let key = key - offset;
+                    if key > best.1 {
+                        best = (j as u32, key);
+                    }
+                }
+                *label = best.0;
+            }
+        });
+    nearest
+}
+
+/// `n_clusters` centroids of the sample (row-major f32): k-means++ seeds drawn with a fixed seed,
+/// then [`SAMPLE_ITERATIONS`] Lloyd iterations (assignment by GEMM, means in f64; an empty
+/// cluster keeps its centroid). Returned in f64 for [`chained`].
+fn sample_centroids(sample: &[f32], dim: usize, n_clusters: usize) -> Vec<f64> {
+    let n = sample.len() / dim;
+    let n_clusters = n_clusters.min(n);
+    let mut rng = ChaCha8Rng::seed_from_u64(ORDER_SEED);
+    let sq_norms: Vec<f32> = sample
+        .chunks_exact(dim)
+        .map(|row| canonical_dot(row, row))
+        .collect();
+    let mut centroids: Vec<f32> = Vec::with_capacity(n_clusters * dim);
+    let mut nearest = vec![f32::INFINITY; n];
+    let mut pick = rng.gen_range(0..n);
+    loop {
+        let seed = &sample[pick * dim..(pick + 1) * dim];
+        centroids.extend_from_slice(seed);
+        if centroids.len() == n_clusters * dim {
+            break;
+        }
+        let seed_sq = sq_norms[pick];
+        nearest
+            .par_iter_mut()
+            .zip(sample.par_chunks_exact(dim))
+            .zip(&sq_norms)
+            .with_min_len(64)
+            .for_each(|((near, row), &sq)| {
+                let d2 = (sq + seed_sq - 2.0 * canonical_dot(row, seed)).max(0.0);
+                if d2 < *near {
+                    *near = d2;
+                }
+            });
+        let total: f64 = nearest.iter().map(|&d| f64::from(d)).sum();
+        pick = if total > 0.0 && total.is_finite() {
+            let target = rng.gen::<f64>() * total;
+            let mut sum = 0.0;
+            nearest
+                .iter()
+                .position(|&d| {
+                    sum += f64::from(d);
+                    sum > target
+                })
+                .unwrap_or(n - 1)
+        } else {
+            rng.gen_range(0..n)
+        };
+    }
+    let mut means = vec![0.0f64; n_clusters * dim];
+    for _ in 0..SAMPLE_ITERATIONS {
+        let labels = nearest_centroids(sample, dim, &centroids);
+        let mut counts = vec![0usize; n_clusters];
+        means.iter_mut().for_each(|m| *m = 0.0);
+        for (row, &label) in sample.chunks_exact(dim).zip(&labels) {
+            let label = label as usize;
+            counts[label] += 1;
+            for (m, &v) in means[label * dim..(label + 1) * dim].iter_mut().zip(row) {
+                *m += f64::from(v);
+            }
+        }
+        for (j, &count) in counts.iter().enumerate() {
+            if count > 0 {
+                for (c, &m) in centroids[j * dim..(j + 1) * dim]
+                    .iter_mut()
+                    .zip(&means[j * dim..(j + 1) * dim])
+                {
+                    *c = (m / count as f64) as f32;
+                }
+            }
+        }
+    }
+    centroids.iter().map(|&c| f64::from(c)).collect()
+}
+
 /// The centroids (row-major f64, `dim` columns) as f32, reordered into a greedy nearest-neighbour
 /// chain from the first one: consecutive clusters are near each other, so a tile that holds the
-/// end of one cluster and the start of the next stays compact. O(clusters^2 dim), a small part of
-/// the search (clusters are about rows / 256).
+/// end of one cluster and the start of the next stays compact. O(clusters^2 dim), with at most
+/// [`MAX_CLUSTERS`] clusters.
 fn chained(centroids: &[f64], dim: usize) -> Vec<f32> {
     let n = centroids.len() / dim;
     let mut left: Vec<usize> = (1..n).collect();
@@ -332,8 +407,6 @@ impl TileBalls {
 mod tests {
     use super::*;
     use crate::kernels::knn::exact_distance;
-    use rand::{Rng, SeedableRng};
-    use rand_chacha::ChaCha8Rng;
 
     /// `n_blobs` tight blobs, rows shuffled.
     fn blobs(n_rows: usize, dim: usize, n_blobs: usize, seed: u64) -> (Vec<f32>, Vec<usize>) {
