@@ -1220,21 +1220,26 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
-    /// Random rows with deliberate ties: exact duplicate rows and rows at equal distance.
-    fn rows_with_ties(n_rows: usize, dim: usize, seed: u64, unit: bool) -> Array2<f32> {
+    /// `n_rows` rows: each a copy of an earlier row with probability `duplicates`, else filled by
+    /// `draw`; scaled to unit length when `unit` (a zero row becomes the first axis).
+    fn drawn_rows(
+        n_rows: usize,
+        dim: usize,
+        seed: u64,
+        unit: bool,
+        duplicates: f64,
+        mut draw: impl FnMut(&mut ChaCha8Rng, &mut [f32]),
+    ) -> Array2<f32> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut rows = Array2::<f32>::zeros((n_rows, dim));
         for i in 0..n_rows {
-            if i > 2 && rng.gen_bool(0.2) {
+            if i > 2 && rng.gen_bool(duplicates) {
                 let source = rng.gen_range(0..i);
                 let copy = rows.row(source).to_owned();
                 rows.row_mut(i).assign(&copy);
                 continue;
             }
-            for value in rows.row_mut(i).iter_mut() {
-                // Few distinct values: many equal distances between distinct rows.
-                *value = rng.gen_range(-2i32..=2) as f32 * 0.5 + rng.gen_range(0..2) as f32 * 0.25;
-            }
+            draw(&mut rng, rows.row_mut(i).as_slice_mut().unwrap());
         }
         if unit {
             for mut row in rows.rows_mut() {
@@ -1247,6 +1252,16 @@ mod tests {
             }
         }
         rows
+    }
+
+    /// Random rows with deliberate ties: exact duplicate rows and rows at equal distance.
+    fn rows_with_ties(n_rows: usize, dim: usize, seed: u64, unit: bool) -> Array2<f32> {
+        drawn_rows(n_rows, dim, seed, unit, 0.2, |rng, row| {
+            for value in row {
+                // Few distinct values: many equal distances between distinct rows.
+                *value = rng.gen_range(-2i32..=2) as f32 * 0.5 + rng.gen_range(0..2) as f32 * 0.25;
+            }
+        })
     }
 
     fn search_in_blocks(
@@ -1519,14 +1534,43 @@ mod tests {
         }
     }
 
+    /// The search of "rank" `rank` of a ring over `rows` split at `bounds`: its own block first
+    /// (the symmetric pass), then the others as the ring delivers them. Returns the lists and the
+    /// tile counts (skipped, computed).
+    #[allow(clippy::too_many_arguments)]
+    fn ring_search(
+        rows: &Array2<f32>,
+        bounds: &[usize],
+        rank: usize,
+        k: usize,
+        metric: Metric,
+        threads: usize,
+        shape: TileShape,
+    ) -> (Neighbours, (u64, u64)) {
+        let dim = rows.ncols();
+        let data = rows.as_slice().unwrap();
+        let n_ranks = bounds.len() - 1;
+        on_pool(threads, || {
+            let (first, last) = (bounds[rank], bounds[rank + 1]);
+            let queries = rows.slice(ndarray::s![first..last, ..]);
+            let mut search = KnnSearch::new(queries, first, k, metric, threads, shape);
+            for step in 0..n_ranks {
+                let owner = (rank + n_ranks - step) % n_ranks;
+                let (start, end) = (bounds[owner], bounds[owner + 1]);
+                search.add_block(&data[start * dim..end * dim], start);
+            }
+            let counts = search.tile_counts();
+            let lists = search.finish().expect("every query has k neighbours");
+            (lists, counts)
+        })
+    }
+
     #[test]
     fn ring_order_with_the_own_block_first_equals_the_oracle() {
         // Three "ranks" of uneven size: each searches its slice, its own block first (the
         // symmetric pass), then the others' blocks (the plain pass), as the ring delivers them.
         for metric in [Metric::Cosine, Metric::L2, Metric::Ip] {
             let rows = rows_with_ties(131, 33, 31, metric == Metric::Cosine);
-            let dim = rows.ncols();
-            let data = rows.as_slice().unwrap();
             let bounds = [0usize, 40, 41, 131];
             let k = 6;
             let (want_indices, want_distances) = knn_naive(rows.view(), k, metric);
@@ -1534,17 +1578,7 @@ mod tests {
                 for shape in SYMMETRIC_SHAPES {
                     for rank in 0..3 {
                         let (first, last) = (bounds[rank], bounds[rank + 1]);
-                        let got = on_pool(threads, || {
-                            let queries = rows.slice(ndarray::s![first..last, ..]);
-                            let mut search =
-                                KnnSearch::new(queries, first, k, metric, threads, shape);
-                            for step in 0..3 {
-                                let owner = (rank + 3 - step) % 3;
-                                let (start, end) = (bounds[owner], bounds[owner + 1]);
-                                search.add_block(&data[start * dim..end * dim], start);
-                            }
-                            search.finish().expect("every query has k neighbours")
-                        });
+                        let (got, _) = ring_search(&rows, &bounds, rank, k, metric, threads, shape);
                         let case = format!("{metric:?} rank {rank} {shape:?} threads={threads}");
                         assert_same_lists(
                             &got,
@@ -1567,30 +1601,16 @@ mod tests {
         seed: u64,
         unit: bool,
     ) -> Array2<f32> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
         let centres: Vec<f32> = (0..n_blobs * dim)
             .map(|_| rng.gen_range(-8i32..=8) as f32)
             .collect();
-        let mut rows = Array2::<f32>::zeros((n_rows, dim));
-        for i in 0..n_rows {
-            if i > 2 && rng.gen_bool(0.1) {
-                let source = rng.gen_range(0..i);
-                let copy = rows.row(source).to_owned();
-                rows.row_mut(i).assign(&copy);
-                continue;
-            }
+        drawn_rows(n_rows, dim, seed, unit, 0.1, |rng, row| {
             let blob = rng.gen_range(0..n_blobs);
-            for (j, value) in rows.row_mut(i).iter_mut().enumerate() {
-                *value = centres[blob * dim + j] + rng.gen_range(-2i32..=2) as f32 * 0.25;
+            for (value, centre) in row.iter_mut().zip(&centres[blob * dim..]) {
+                *value = centre + rng.gen_range(-2i32..=2) as f32 * 0.25;
             }
-        }
-        if unit {
-            for mut row in rows.rows_mut() {
-                let norm = canonical_dot(row.as_slice().unwrap(), row.as_slice().unwrap()).sqrt();
-                row.mapv_inplace(|v| v / norm);
-            }
-        }
-        rows
+        })
     }
 
     #[test]
@@ -1610,8 +1630,6 @@ mod tests {
         ];
         for metric in [Metric::Cosine, Metric::L2, Metric::Ip] {
             let rows = clustered_rows(900, 24, 12, 77, metric == Metric::Cosine);
-            let dim = rows.ncols();
-            let data = rows.as_slice().unwrap();
             let bounds = [0usize, 500, 501, 900];
             let k = 7;
             let (want_indices, want_distances) = knn_naive(rows.view(), k, metric);
@@ -1620,21 +1638,8 @@ mod tests {
                 for shape in shapes {
                     for rank in 0..3 {
                         let (first, last) = (bounds[rank], bounds[rank + 1]);
-                        let (got, counts) = on_pool(threads, || {
-                            let queries = rows.slice(ndarray::s![first..last, ..]);
-                            let mut search =
-                                KnnSearch::new(queries, first, k, metric, threads, shape);
-                            for step in 0..3 {
-                                let owner = (rank + 3 - step) % 3;
-                                let (start, end) = (bounds[owner], bounds[owner + 1]);
-                                search.add_block(&data[start * dim..end * dim], start);
-                            }
-                            let counts = search.tile_counts();
-                            (
-                                search.finish().expect("every query has k neighbours"),
-                                counts,
-                            )
-                        });
+                        let (got, counts) =
+                            ring_search(&rows, &bounds, rank, k, metric, threads, shape);
                         skipped += counts.0;
                         let case = format!("{metric:?} rank {rank} {shape:?} threads={threads}");
                         assert_same_lists(
