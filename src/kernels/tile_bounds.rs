@@ -112,11 +112,11 @@ fn nearest_centroids(rows: &[f32], dim: usize, centroids: &[f32]) -> Vec<u32> {
     nearest
         .par_chunks_mut(ASSIGN_ROWS)
         .enumerate()
-        .for_each(|(chunk, labels)| {
+        .for_each_init(Vec::new, |tile: &mut Vec<f32>, (chunk, labels)| {
             let first = chunk * ASSIGN_ROWS;
-            let mut tile = vec![0.0f32; labels.len() * n_clusters];
+            tile.resize(labels.len() * n_clusters, 0.0);
             gemm_tile(
-                &mut tile,
+                tile,
                 n_clusters,
                 &rows[first * dim..(first + labels.len()) * dim],
                 labels.len(),
@@ -140,8 +140,8 @@ fn nearest_centroids(rows: &[f32], dim: usize, centroids: &[f32]) -> Vec<u32> {
 
 /// `n_clusters` centroids of the sample (row-major f32): k-means++ seeds drawn with a fixed seed,
 /// then [`SAMPLE_ITERATIONS`] Lloyd iterations (assignment by GEMM, means in f64; an empty
-/// cluster keeps its centroid). Returned in f64 for [`chained`].
-fn sample_centroids(sample: &[f32], dim: usize, n_clusters: usize) -> Vec<f64> {
+/// cluster keeps its centroid).
+fn sample_centroids(sample: &[f32], dim: usize, n_clusters: usize) -> Vec<f32> {
     let n = sample.len() / dim;
     let n_clusters = n_clusters.min(n);
     let mut rng = ChaCha8Rng::seed_from_u64(ORDER_SEED);
@@ -208,14 +208,14 @@ fn sample_centroids(sample: &[f32], dim: usize, n_clusters: usize) -> Vec<f64> {
             }
         }
     }
-    centroids.iter().map(|&c| f64::from(c)).collect()
+    centroids
 }
 
-/// The centroids (row-major f64, `dim` columns) as f32, reordered into a greedy nearest-neighbour
+/// The centroids (row-major, `dim` columns) reordered into a greedy nearest-neighbour
 /// chain from the first one: consecutive clusters are near each other, so a tile that holds the
 /// end of one cluster and the start of the next stays compact. O(clusters^2 dim), with at most
 /// [`MAX_CLUSTERS`] clusters.
-fn chained(centroids: &[f64], dim: usize) -> Vec<f32> {
+fn chained(centroids: &[f32], dim: usize) -> Vec<f32> {
     let n = centroids.len() / dim;
     let mut left: Vec<usize> = (1..n).collect();
     let mut chain = Vec::with_capacity(n);
@@ -226,7 +226,10 @@ fn chained(centroids: &[f64], dim: usize) -> Vec<f32> {
         let distance = |j: usize| -> f64 {
             here.iter()
                 .zip(&centroids[j * dim..(j + 1) * dim])
-                .map(|(a, b)| (a - b) * (a - b))
+                .map(|(&a, &b)| {
+                    let d = f64::from(a) - f64::from(b);
+                    d * d
+                })
                 .sum()
         };
         let (slot, _) = left.par_iter().map(|&j| distance(j)).enumerate().reduce(
@@ -245,7 +248,7 @@ fn chained(centroids: &[f64], dim: usize) -> Vec<f32> {
     }
     chain
         .iter()
-        .flat_map(|&j| centroids[j * dim..(j + 1) * dim].iter().map(|&c| c as f32))
+        .flat_map(|&j| centroids[j * dim..(j + 1) * dim].iter().copied())
         .collect()
 }
 
