@@ -10,10 +10,10 @@
 //! another rank's block), and reports the fastest of each (`self_block` in the JSON).
 
 use embsolve::backend::cpu::CpuKnn;
-use embsolve::comm::{allgatherv, Comm, MpiComm};
+use embsolve_comm::{allgatherv, Comm, MpiComm};
 use embsolve::config::Metric;
-use embsolve::kernels::knn::{gemm_tile, KnnSearch, TileShape};
-use embsolve::layout::RowLayout;
+use embsolve_kernels::knn::{gemm_tile, KnnSearch, TileShape};
+use embsolve_kernels::layout::RowLayout;
 use ndarray::Array2;
 use rayon::prelude::*;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -60,7 +60,7 @@ fn main() {
     let start = Instant::now();
     let mut backend = CpuKnn::with_tile_shape(shape);
     let lists =
-        embsolve::dist::knn::exact_knn(&comm, &layout, local.view(), k, metric, &mut backend)
+        embsolve::distributed::knn::exact_knn(&comm, &layout, local.view(), k, metric, &mut backend)
             .expect("knn succeeds");
     let mut seconds = [start.elapsed().as_secs_f64()];
     let knn_cpu = cpu_seconds();

@@ -6,14 +6,14 @@
 //!
 //! Usage: spectral_bench DIR N_EIGS N_CLUSTERS TOL MAX_ITER SEED
 
-use embsolve::comm::SerialComm;
+use embsolve_comm::SerialComm;
 use embsolve::config::SpectralSection;
-use embsolve::dist::component_spectrum::{component_spectrum, ComponentGraph};
-use embsolve::dist::spectral::cluster_eigenpairs;
-use embsolve::kernels::csr::Csr;
-use embsolve::kernels::lanczos::LanczosParams;
-use embsolve::kernels::linop::SerialReduce;
-use embsolve::kernels::unionfind::UnionFind;
+use embsolve::distributed::component_spectrum::{component_spectrum, ComponentGraph};
+use embsolve::distributed::spectral::cluster_eigenpairs;
+use embsolve_kernels::csr::Csr;
+use embsolve_kernels::lanczos::LanczosParams;
+use embsolve_kernels::linop::SerialReduce;
+use embsolve_kernels::unionfind::UnionFind;
 use std::path::Path;
 use std::time::Instant;
 

@@ -4,9 +4,9 @@
 //! of the input files and the config. A stage counts as finished only when every rank holds a file
 //! with the current stamp (a collective check), so a crash in the middle of saving is harmless.
 
-use crate::comm::Comm;
+use embsolve_comm::Comm;
 use crate::config::RunConfig;
-use crate::error::{Error, Result};
+use embsolve_kernels::error::{Error, Result};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -120,7 +120,7 @@ impl Checkpoints {
                     }
                 }
             }
-            crate::pipeline::write_atomic(
+            embsolve_io::atomic::write_atomic(
                 &stamp_file,
                 format!("{hex} {}\n", comm.size()).as_bytes(),
             )?;
@@ -143,7 +143,7 @@ impl Checkpoints {
         bytes.extend_from_slice(&self.stamp);
         bytes.extend_from_slice(&(payload.bytes.len() as u64).to_le_bytes());
         bytes.extend_from_slice(&payload.bytes);
-        crate::pipeline::write_atomic(&self.path(stage), &bytes)
+        embsolve_io::atomic::write_atomic(&self.path(stage), &bytes)
     }
 
     /// This rank's slice of `stage` if every rank has a valid one and the run resumes
@@ -221,7 +221,7 @@ impl Payload {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::comm::SerialComm;
+    use embsolve_comm::SerialComm;
 
     #[test]
     fn payload_round_trips_and_stamp_guards_resume() {

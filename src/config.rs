@@ -2,7 +2,10 @@
 //! unknown keys rejected into `RunConfig`, then validated. The resolved config is passed down
 //! explicitly and stored in `results.h5` as the `config` attribute.
 
-use crate::error::{Error, Result};
+pub use embsolve_io::source::{InputFormat, InputSection};
+pub use embsolve_kernels::types::{Alphabet, EdgeWeight, GraphParams as GraphSection, Metric, Symmetrize};
+
+use embsolve_kernels::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -36,39 +39,6 @@ pub struct RunSection {
     pub threads: usize,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum InputFormat {
-    Auto,
-    Parquet,
-    Hdf5,
-    Npy,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct InputSection {
-    pub path: PathBuf,
-    #[serde(default = "default_format")]
-    pub format: InputFormat,
-    #[serde(default = "default_column")]
-    pub column: String,
-    #[serde(default = "default_id_column")]
-    pub id_column: String,
-    #[serde(default)]
-    pub label_column: String,
-}
-
-fn default_format() -> InputFormat {
-    InputFormat::Auto
-}
-fn default_column() -> String {
-    "embedding".into()
-}
-fn default_id_column() -> String {
-    "id".into()
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PreprocessSection {
@@ -85,14 +55,6 @@ impl Default for PreprocessSection {
             pca_dim: 0,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Metric {
-    Cosine,
-    L2,
-    Ip,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -117,39 +79,6 @@ impl Default for KnnSection {
             k: 16,
             metric: Metric::Cosine,
             backend: BackendChoice::Auto,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Symmetrize {
-    Union,
-    Mutual,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum EdgeWeight {
-    Similarity,
-    Gaussian,
-    Binary,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct GraphSection {
-    pub symmetrize: Symmetrize,
-    pub weight: EdgeWeight,
-    pub min_similarity: f64,
-}
-
-impl Default for GraphSection {
-    fn default() -> Self {
-        GraphSection {
-            symmetrize: Symmetrize::Union,
-            weight: EdgeWeight::Similarity,
-            min_similarity: -1.0,
         }
     }
 }
@@ -208,13 +137,6 @@ impl Default for SpectralSection {
             seed: 0,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Alphabet {
-    Dna,
-    Protein,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

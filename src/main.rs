@@ -2,7 +2,7 @@
 //! errors to exit statuses (0 ok, 2 usage/config/input, 1 anything else), the same on every rank.
 
 use clap::{Parser, Subcommand};
-use embsolve::comm::{Comm, MpiComm, SerialComm};
+use embsolve_comm::{Comm, MpiComm, SerialComm};
 use embsolve::config::RunConfig;
 use embsolve::pipeline::{self, RunOptions};
 use embsolve::Error;
@@ -56,12 +56,6 @@ enum Command {
     Report {
         /// A run's output.dir.
         results_dir: PathBuf,
-    },
-    /// Run the built-in multi-rank checks (used by the test suite).
-    #[command(hide = true)]
-    Selftest {
-        /// Only the checks whose name contains this.
-        filter: Option<String>,
     },
 }
 
@@ -124,12 +118,12 @@ struct GenerateArgs {
 
 fn generate(args: &GenerateArgs) -> embsolve::Result<String> {
     let (format, format_name) = match args.format {
-        OutputFormat::Parquet => (embsolve::io::Format::Parquet, "parquet"),
-        OutputFormat::Hdf5 => (embsolve::io::Format::Hdf5, "hdf5"),
-        OutputFormat::Npy => (embsolve::io::Format::Npy, "npy"),
+        OutputFormat::Parquet => (embsolve_io::Format::Parquet, "parquet"),
+        OutputFormat::Hdf5 => (embsolve_io::Format::Hdf5, "hdf5"),
+        OutputFormat::Npy => (embsolve_io::Format::Npy, "npy"),
     };
     match args.kind {
-        Kind::Blobs => embsolve::io::generate::blobs(&embsolve::io::generate::BlobsParams {
+        Kind::Blobs => embsolve_io::generate::blobs(&embsolve_io::generate::BlobsParams {
             n_rows: args.n,
             dim: args.dim,
             clusters: args.clusters,
@@ -140,7 +134,7 @@ fn generate(args: &GenerateArgs) -> embsolve::Result<String> {
             half: args.dtype == Dtype::F16,
             out: args.out.clone(),
         }),
-        Kind::Tracks => embsolve::io::tracks::generate_tracks(
+        Kind::Tracks => embsolve_io::tracks::generate_tracks(
             args.n,
             args.length,
             args.seed,
@@ -158,15 +152,15 @@ fn inspect(
     check: Option<usize>,
     json: bool,
 ) -> embsolve::Result<String> {
-    let info = embsolve::io::inspect(path, column)?;
+    let info = embsolve_io::inspect(path, column)?;
     let checked = check
-        .map(|blocks| embsolve::io::check_read(&info, blocks))
+        .map(|blocks| embsolve_io::check_read(&info, blocks))
         .transpose()?;
     if json {
         let value = serde_json::json!({ "info": info, "check": checked });
         return Ok(format!("{value}\n"));
     }
-    let mut text = embsolve::io::describe(&info);
+    let mut text = embsolve_io::describe(&info);
     if let Some(c) = checked {
         text.push_str(&format!(
             "checked: {} rows read in {} blocks; ids {} .. {}\n",
@@ -202,18 +196,18 @@ fn abort_on_panic() {
     std::panic::set_hook(Box::new(move |info| {
         default(info);
         // SAFETY-free: MPI_Abort through the C API of the already-initialised library.
-        embsolve::comm::abort_world(1);
+        embsolve_comm::abort_world(1);
     }));
 }
 
 /// MPI when a launcher started this process (or `EMBSOLVE_MPI=1`), else one rank without MPI.
 /// Starts the logger too, and says which it is.
 fn open_comm() -> Box<dyn Comm> {
-    if !embsolve::comm::launched_by_mpi() {
+    if !embsolve_comm::launched_by_mpi() {
         init_logging(0, 1);
         log::debug!(
             "no MPI launcher in the environment: one rank without MPI ({}=1 to initialise MPI)",
-            embsolve::comm::MPI_SWITCH_VARIABLE
+            embsolve_comm::MPI_SWITCH_VARIABLE
         );
         return Box::new(SerialComm);
     }
@@ -282,20 +276,13 @@ fn main() {
         }
         Command::Report { results_dir } => {
             init_logging(0, 1);
-            match embsolve::report::write_report(&results_dir) {
+            match embsolve_report::write_report(&results_dir) {
                 Ok(page) => {
                     println!("{}", page.display());
                     0
                 }
                 Err(e) => report_error(&e),
             }
-        }
-        Command::Selftest { filter } => {
-            let comm = open_comm();
-            let comm = comm.as_ref();
-            abort_on_panic();
-            let failures = embsolve::selftest::run(comm, filter.as_deref());
-            i32::from(failures > 0)
         }
     };
     std::process::exit(status);

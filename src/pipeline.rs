@@ -3,15 +3,16 @@
 //! ranks agreeing after every phase that can fail locally, so no rank waits alone in a collective.
 
 use crate::checkpoint::{Checkpoints, Payload};
-use crate::comm::{self, Comm};
+use embsolve_comm::{self as comm, Comm};
 use crate::config::RunConfig;
-use crate::error::{Error, ErrorKind, Result};
-use crate::layout::RowLayout;
-use crate::results::{GlobalResults, LocalResults};
+use embsolve_kernels::error::{Error, Result};
+use embsolve_kernels::layout::RowLayout;
+use embsolve_kernels::results::{GlobalResults, LocalResults};
 use crate::telemetry::{self, PhaseTimers, Span};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use embsolve_io::atomic::{partial_path, write_atomic};
+use std::path::Path;
 
 /// Options of `embsolve run` beyond the config file.
 #[derive(Debug, Clone, Default)]
@@ -37,43 +38,7 @@ impl Context<'_> {
     }
 }
 
-/// Make a local outcome collective. Every rank calls this at the same point. If any rank failed,
-/// every rank returns an error: the lowest failing rank keeps its own (and prints it), the others
-/// return `Peer` (silent) with the same exit status.
-pub fn agree<T>(comm: &dyn Comm, outcome: Result<T>) -> Result<T> {
-    let (status, rank) = match &outcome {
-        Ok(_) => (0u64, u64::MAX),
-        Err(e) => (e.exit_status().max(1) as u64, comm.rank() as u64),
-    };
-    let mut worst = [status];
-    let mut first = [rank];
-    comm.allreduce_max_u64(&mut worst);
-    comm.allreduce_min_u64(&mut first);
-    if worst[0] == 0 {
-        return outcome;
-    }
-    let first_rank = first[0] as usize;
-    match outcome {
-        Err(e) if first_rank == comm.rank() => {
-            // Every rank exits with the worst status; this one prints.
-            let mut e = e;
-            if e.exit_status() != worst[0] as i32 {
-                e.kind = ErrorKind::Peer;
-                e.peer_status = worst[0] as i32;
-                e.message = format!("rank {}: {}", comm.rank(), e.message);
-                return Err(Error {
-                    kind: ErrorKind::Internal,
-                    ..e
-                });
-            }
-            if comm.size() > 1 {
-                e.message = format!("rank {}: {}", comm.rank(), e.message);
-            }
-            Err(e)
-        }
-        _ => Err(Error::peer(first_rank, worst[0] as i32)),
-    }
-}
+pub use embsolve_comm::agree;
 
 /// Threads per rank: the config, else SLURM_CPUS_PER_TASK, else this node's cores shared by the
 /// ranks on the node.
@@ -148,7 +113,7 @@ fn run_phases(ctx: &mut Context, options: &RunOptions) -> Result<RunSummary> {
     let (info, block, layout) = {
         let start = std::time::Instant::now();
         let scanned = if rank == 0 {
-            Some(crate::io::scan(&config.input))
+            Some(embsolve_io::scan(&config.input))
         } else {
             None
         };
@@ -157,7 +122,7 @@ fn run_phases(ctx: &mut Context, options: &RunOptions) -> Result<RunSummary> {
             .map(|r| r.as_ref().map(|_| ()).map_err(Clone::clone))
             .unwrap_or(Ok(()));
         agree(comm, scan_status)?;
-        let info: crate::io::DatasetInfo =
+        let info: embsolve_io::DatasetInfo =
             comm::broadcast_json(comm, 0, scanned.as_ref().and_then(|r| r.as_ref().ok()));
         let layout = RowLayout::new(info.n_rows, comm.size());
         if config.knn.k >= info.n_rows {
@@ -171,7 +136,7 @@ fn run_phases(ctx: &mut Context, options: &RunOptions) -> Result<RunSummary> {
         }
         let block = agree(
             comm,
-            crate::io::read_rows(&info, &config.input, layout.range(rank)),
+            embsolve_io::read_rows(&info, &config.input, layout.range(rank)),
         )?;
         ctx.timers.add("read", start.elapsed().as_secs_f64());
         log::info!(
@@ -186,7 +151,7 @@ fn run_phases(ctx: &mut Context, options: &RunOptions) -> Result<RunSummary> {
     let row_start = layout.start(rank);
     agree(
         comm,
-        crate::dist::ids::check_unique_ids(comm, &block.ids, row_start),
+        crate::distributed::ids::check_unique_ids(comm, &block.ids, row_start),
     )?;
 
     // preprocess
@@ -194,10 +159,10 @@ fn run_phases(ctx: &mut Context, options: &RunOptions) -> Result<RunSummary> {
     let mut embeddings = block.embeddings;
     agree(
         comm,
-        crate::dist::preprocess::check_finite(embeddings.view(), row_start),
+        crate::distributed::preprocess::check_finite(embeddings.view(), row_start),
     )?;
-    let stats = crate::dist::preprocess::global_stats(comm, embeddings.view());
-    let prepared = crate::dist::preprocess::apply(
+    let stats = crate::distributed::preprocess::global_stats(comm, embeddings.view());
+    let prepared = crate::distributed::preprocess::apply(
         comm,
         &config.preprocess,
         config.knn.metric,
@@ -224,7 +189,7 @@ fn run_phases(ctx: &mut Context, options: &RunOptions) -> Result<RunSummary> {
         n_local: layout.local_rows(rank),
         ..Default::default()
     };
-    crate::dist::ids::describe_ids(comm, &block.ids, &mut global);
+    crate::distributed::ids::describe_ids(comm, &block.ids, &mut global);
     local.ids = Some(block.ids);
 
     let stage = run_solvers(
@@ -328,25 +293,6 @@ fn prepare_output_dir(comm: &dyn Comm, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Write `bytes` to `path` through a temporary file and a rename, so a crash never leaves a
-/// file that looks complete.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = partial_path(path);
-    std::fs::write(&tmp, bytes)
-        .map_err(|e| Error::output(format!("cannot write {}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| Error::output(format!("cannot rename to {}: {e}", path.display())))
-}
-
-/// The temporary name a file is written under before its rename.
-pub fn partial_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".partial");
-    path.with_file_name(name)
-}
 
 /// `results.h5`: rank 0 creates the file with every dataset, then each rank in turn writes its
 /// slices (one writer at a time, no rank holds another's rows), then rank 0 renames it into place.
@@ -359,7 +305,7 @@ fn write_results(
     let final_path = dir.join("results.h5");
     let tmp = partial_path(&final_path);
     let created = if comm.rank() == 0 {
-        crate::io::results::create(&tmp, global)
+        embsolve_io::results::create(&tmp, global)
     } else {
         Ok(())
     };
@@ -367,7 +313,7 @@ fn write_results(
     let mut outcome = Ok(());
     for writer in 0..comm.size() {
         if writer == comm.rank() {
-            outcome = crate::io::results::write_local(&tmp, global, local);
+            outcome = embsolve_io::results::write_local(&tmp, global, local);
         }
         comm.barrier();
     }
@@ -411,7 +357,7 @@ fn run_solvers(
     let backend_name = backend.name().to_string();
     log::info!("knn backend: {backend_name}");
     let knn = match checkpoints.load(comm, "knn").and_then(|mut p| {
-        Some(crate::dist::knn::KnnLists {
+        Some(embsolve_kernels::types::KnnLists {
             k: p.u64()? as usize,
             indices: p.vec()?,
             distances: p.vec()?,
@@ -421,7 +367,7 @@ fn run_solvers(
         None => {
             let knn = agree(
                 comm,
-                crate::dist::knn::exact_knn(
+                crate::distributed::knn::exact_knn(
                     comm,
                     layout,
                     embeddings,
@@ -451,7 +397,7 @@ fn run_solvers(
     let start = std::time::Instant::now();
     let graph = agree(
         comm,
-        crate::dist::graph::DistGraph::build(comm, layout, &knn, &config.graph, config.knn.metric),
+        crate::distributed::graph::DistGraph::build(comm, layout, &knn, &config.graph, config.knn.metric),
     )?;
     drop(knn);
     ctx.timers.add("graph", start.elapsed().as_secs_f64());
@@ -465,7 +411,7 @@ fn run_solvers(
         let (component_labels, n_components) = match saved {
             Some(saved) => saved,
             None => {
-                let (labels, n) = crate::dist::components::connected_components(comm, &graph);
+                let (labels, n) = crate::distributed::components::connected_components(comm, &graph);
                 let mut payload = Payload::default();
                 payload.put_slice(&labels).put_u64(n);
                 agree(comm, checkpoints.save("components", &payload))?;
@@ -477,7 +423,7 @@ fn run_solvers(
         if let Some(truth) = labels {
             ari.insert(
                 "components".into(),
-                crate::dist::ari::adjusted_rand_index(comm, truth, &component_labels).into(),
+                crate::distributed::ari::adjusted_rand_index(comm, truth, &component_labels).into(),
             );
         }
         global.n_components = Some(n_components);
@@ -488,7 +434,7 @@ fn run_solvers(
     if config.pagerank.enabled {
         let start = std::time::Instant::now();
         let saved = checkpoints.load(comm, "pagerank").and_then(|mut p| {
-            Some(crate::dist::pagerank::PagerankOutcome {
+            Some(crate::distributed::pagerank::PagerankOutcome {
                 scores: p.vec()?,
                 iterations: p.u64()? as usize,
                 residual: p.f64()?,
@@ -497,7 +443,7 @@ fn run_solvers(
         let outcome = match saved {
             Some(outcome) => outcome,
             None => {
-                let outcome = crate::dist::pagerank::pagerank(comm, &graph, &config.pagerank);
+                let outcome = crate::distributed::pagerank::pagerank(comm, &graph, &config.pagerank);
                 let mut payload = Payload::default();
                 payload
                     .put_slice(&outcome.scores)
@@ -509,7 +455,7 @@ fn run_solvers(
         };
         ctx.timers.add("pagerank", start.elapsed().as_secs_f64());
         results.insert("pagerank_iterations".into(), outcome.iterations.into());
-        global.pagerank = Some(crate::results::PagerankSummary {
+        global.pagerank = Some(embsolve_kernels::results::PagerankSummary {
             iterations: outcome.iterations,
             residual: outcome.residual,
         });
@@ -527,7 +473,7 @@ fn run_solvers(
             None => {
                 let outcome = agree(
                     comm,
-                    crate::dist::spectral::spectral_clustering(
+                    crate::distributed::spectral::spectral_clustering(
                         comm,
                         &graph,
                         &config.spectral,
@@ -556,10 +502,10 @@ fn run_solvers(
             let predicted: Vec<i64> = outcome.labels.iter().map(|&l| l as i64).collect();
             ari.insert(
                 "spectral".into(),
-                crate::dist::ari::adjusted_rand_index(comm, truth, &predicted).into(),
+                crate::distributed::ari::adjusted_rand_index(comm, truth, &predicted).into(),
             );
         }
-        global.spectral = Some(crate::results::SpectralSummary {
+        global.spectral = Some(embsolve_kernels::results::SpectralSummary {
             eigenvalues: outcome.eigenvalues,
             n_clusters: outcome.n_clusters,
             n_eigs: config.spectral.n_eigs,
@@ -574,7 +520,7 @@ fn run_solvers(
 
     if config.fft.enabled {
         let start = std::time::Instant::now();
-        let outcome = agree(comm, crate::dist::fft::run(comm, &config.fft))?;
+        let outcome = agree(comm, crate::distributed::fft::run(comm, &config.fft))?;
         ctx.timers.add("fft", start.elapsed().as_secs_f64());
         results.insert("fft_windows".into(), outcome.summary.n_windows.into());
         results.insert("fft_sequences".into(), outcome.summary.n_sequences.into());
@@ -596,7 +542,7 @@ fn run_solvers(
 }
 
 /// The spectral stage as a checkpoint payload: eigenpairs, this rank's embedding rows and labels.
-fn save_spectral(outcome: &crate::dist::spectral::SpectralOutcome) -> Payload {
+fn save_spectral(outcome: &crate::distributed::spectral::SpectralOutcome) -> Payload {
     let mut payload = Payload::default();
     let embedding: Vec<f32> = outcome.embedding.iter().copied().collect();
     payload
@@ -610,13 +556,13 @@ fn save_spectral(outcome: &crate::dist::spectral::SpectralOutcome) -> Payload {
     payload
 }
 
-fn load_spectral(payload: &mut Payload) -> Option<crate::dist::spectral::SpectralOutcome> {
+fn load_spectral(payload: &mut Payload) -> Option<crate::distributed::spectral::SpectralOutcome> {
     let eigenvalues = payload.vec()?;
     let n_cols = payload.u64()? as usize;
     let embedding: Vec<f32> = payload.vec()?;
     let n_local = embedding.len().checked_div(n_cols).unwrap_or(0);
     let embedding = ndarray::Array2::from_shape_vec((n_local, n_cols), embedding).ok()?;
-    Some(crate::dist::spectral::SpectralOutcome {
+    Some(crate::distributed::spectral::SpectralOutcome {
         eigenvalues,
         embedding,
         labels: payload.vec()?,

@@ -1,24 +1,13 @@
 //! Phase timers (max and min over ranks), peak RSS, and progress lines from rank 0: a live bar on
 //! a terminal, periodic log lines otherwise (Slurm logs).
 
-use crate::comm::Comm;
+use embsolve_comm::Comm;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-/// Every phase `run.json` reports, in pipeline order.
-pub const PHASES: [&str; 9] = [
-    "read",
-    "preprocess",
-    "knn",
-    "graph",
-    "components",
-    "pagerank",
-    "spectral",
-    "fft",
-    "write",
-];
+pub use embsolve_kernels::results::PHASES;
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct Span {

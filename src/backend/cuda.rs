@@ -5,8 +5,8 @@
 
 use crate::backend::KnnBackend;
 use crate::config::Metric;
-use crate::dist::knn::KnnLists;
-use crate::error::{Error, Result};
+use embsolve_kernels::types::KnnLists;
+use embsolve_kernels::error::{Error, Result};
 use embsolve_cuda::kernels::MAX_CANDIDATES;
 use embsolve_cuda::knn::KnnTileConfig;
 use embsolve_cuda::{
@@ -31,7 +31,7 @@ fn gpu_metric(metric: Metric) -> embsolve_cuda::Metric {
 /// (`kernels::knn::exact_distance`; rows are unit length under cosine), so the final lists and
 /// distances are bit-identical to the CPU's.
 pub fn exact_distance(query: &[f32], row: &[f32], metric: Metric) -> f32 {
-    crate::kernels::knn::exact_distance(metric, query, row)
+    embsolve_kernels::knn::exact_distance(metric, query, row)
 }
 
 /// `EMBSOLVE_CUDA_PRECISION=tf32` selects TF32 dot tiles (faster on tensor cores; the lists stay
@@ -234,7 +234,7 @@ mod tests {
         for metric in [Metric::Cosine, Metric::L2, Metric::Ip] {
             assert_eq!(
                 exact_distance(&a, &b, metric).to_bits(),
-                crate::kernels::knn::exact_distance(metric, &a, &b).to_bits()
+                embsolve_kernels::knn::exact_distance(metric, &a, &b).to_bits()
             );
         }
         assert!((exact_distance(&a, &b, Metric::Cosine) - (1.0 - 0.96)).abs() < 1e-6);
@@ -251,7 +251,7 @@ mod tests {
             Err(reason) => {
                 assert!(reason.contains("CUDA"), "{reason}");
                 let error = CudaKnn::open(1).err().expect("no GPU: open must fail");
-                assert_eq!(error.kind, crate::error::ErrorKind::Backend);
+                assert_eq!(error.kind, embsolve_kernels::error::ErrorKind::Backend);
                 assert_eq!(error.exit_status(), 2);
                 assert!(error.message.contains("CUDA"), "{}", error.message);
             }

@@ -6,8 +6,8 @@ pub mod cpu;
 pub mod cuda;
 
 use crate::config::{BackendChoice, Metric};
-use crate::dist::knn::KnnLists;
-use crate::error::Result;
+use embsolve_kernels::types::KnnLists;
+use embsolve_kernels::error::Result;
 use ndarray::ArrayView2;
 
 /// A kNN engine for one rank. It holds this rank's query rows and merges blocks of reference rows
@@ -62,7 +62,7 @@ pub fn select_knn_backend(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorKind;
+    use embsolve_kernels::error::ErrorKind;
 
     #[test]
     fn cpu_always_auto_by_gpu_and_cuda_without_gpu_is_a_backend_error() {
