@@ -4,8 +4,8 @@
 //! of the input files and the config. A stage counts as finished only when every rank holds a file
 //! with the current stamp (a collective check), so a crash in the middle of saving is harmless.
 
-use embsolve_comm::Comm;
 use crate::config::RunConfig;
+use embsolve_comm::Comm;
 use embsolve_kernels::error::{Error, Result};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -134,10 +134,12 @@ impl Checkpoints {
     }
 
     /// Keep this rank's slice of `stage` (atomically). A no-op when checkpoints are off.
-    pub fn save(&self, stage: &str, payload: &Payload) -> Result<()> {
+    pub fn save<T: Checkpointed>(&self, stage: &str, value: &T) -> Result<()> {
         if !self.enabled {
             return Ok(());
         }
+        let mut payload = Payload::default();
+        value.encode(&mut payload);
         let mut bytes = Vec::with_capacity(payload.bytes.len() + 64);
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&self.stamp);
@@ -146,11 +148,11 @@ impl Checkpoints {
         embsolve_io::atomic::write_atomic(&self.path(stage), &bytes)
     }
 
-    /// This rank's slice of `stage` if every rank has a valid one and the run resumes
+    /// This rank's slice of `stage`, decoded, if every rank has a valid one and the run resumes
     /// (collective: all ranks get Some or all get None).
-    pub fn load(&self, comm: &dyn Comm, stage: &str) -> Option<Payload> {
+    pub fn load<T: Checkpointed>(&self, comm: &dyn Comm, stage: &str) -> Option<T> {
         let mine = if self.enabled && self.resume {
-            self.read(stage)
+            self.read(stage).and_then(|mut payload| T::decode(&mut payload))
         } else {
             None
         };
@@ -176,6 +178,30 @@ impl Checkpoints {
             bytes: bytes[48..].to_vec(),
             cursor: 0,
         })
+    }
+}
+
+/// A stage result that carries its own checkpoint encoding: `decode` reads back exactly what
+/// `encode` wrote (each implementation has a round-trip test, see [`assert_round_trip`]).
+pub trait Checkpointed: Sized {
+    fn encode(&self, payload: &mut Payload);
+    /// `None` when the payload is short or malformed (the stage is then recomputed).
+    fn decode(payload: &mut Payload) -> Option<Self>;
+}
+
+/// Test helper: `value` survives encode -> decode unchanged, and a truncated payload is refused.
+#[cfg(test)]
+pub fn assert_round_trip<T: Checkpointed + PartialEq + std::fmt::Debug>(value: &T) {
+    let mut payload = Payload::default();
+    value.encode(&mut payload);
+    let mut whole = payload.clone();
+    assert_eq!(T::decode(&mut whole).as_ref(), Some(value));
+    if payload.bytes.len() >= 8 {
+        let mut truncated = Payload {
+            bytes: payload.bytes[..payload.bytes.len() - 1].to_vec(),
+            cursor: 0,
+        };
+        assert!(T::decode(&mut truncated).is_none(), "a truncated payload decoded");
     }
 }
 
@@ -223,27 +249,51 @@ mod tests {
     use super::*;
     use embsolve_comm::SerialComm;
 
+    /// A stage of plain values for the store test.
+    #[derive(Debug, PartialEq)]
+    struct Sample {
+        count: u64,
+        rows: Vec<i64>,
+        fraction: f64,
+        weights: Vec<f32>,
+    }
+
+    impl Checkpointed for Sample {
+        fn encode(&self, payload: &mut Payload) {
+            payload
+                .put_u64(self.count)
+                .put_slice(&self.rows)
+                .put_f64(self.fraction)
+                .put_slice(&self.weights);
+        }
+        fn decode(payload: &mut Payload) -> Option<Self> {
+            Some(Sample {
+                count: payload.u64()?,
+                rows: payload.vec()?,
+                fraction: payload.f64()?,
+                weights: payload.vec()?,
+            })
+        }
+    }
+
     #[test]
     fn payload_round_trips_and_stamp_guards_resume() {
         let dir = tempfile::tempdir().unwrap();
         let comm = SerialComm;
         let store = Checkpoints::open(&comm, dir.path(), [7; 32], true, false).unwrap();
-        let mut payload = Payload::default();
-        payload
-            .put_u64(3)
-            .put_slice(&[1i64, -2, 3])
-            .put_f64(0.25)
-            .put_slice(&[1.5f32]);
-        store.save("knn", &payload).unwrap();
+        let sample = Sample {
+            count: 3,
+            rows: vec![1, -2, 3],
+            fraction: 0.25,
+            weights: vec![1.5],
+        };
+        assert_round_trip(&sample);
+        store.save("knn", &sample).unwrap();
         // Without --resume nothing is loaded.
-        assert!(store.load(&comm, "knn").is_none());
+        assert!(store.load::<Sample>(&comm, "knn").is_none());
         let resumed = Checkpoints::open(&comm, dir.path(), [7; 32], true, true).unwrap();
-        let mut back = resumed.load(&comm, "knn").unwrap();
-        assert_eq!(back.u64(), Some(3));
-        assert_eq!(back.vec::<i64>(), Some(vec![1, -2, 3]));
-        assert_eq!(back.f64(), Some(0.25));
-        assert_eq!(back.vec::<f32>(), Some(vec![1.5]));
-        assert!(resumed.load(&comm, "spectral").is_none());
+        assert_eq!(resumed.load::<Sample>(&comm, "knn"), Some(sample));
+        assert!(resumed.load::<Sample>(&comm, "spectral").is_none());
         let err = Checkpoints::open(&comm, dir.path(), [8; 32], true, true)
             .err()
             .unwrap();

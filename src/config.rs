@@ -208,6 +208,34 @@ impl RunConfig {
         toml::to_string(self).expect("config serialises")
     }
 
+    /// The second stage: checks that need the data's shape or tie sections together, run once
+    /// after the dataset is scanned and before any solver (the same verdict on every rank).
+    pub fn check_against_data(&self, n_rows: usize, dim: usize) -> Result<()> {
+        let bad = |key: &str, why: String| Err(Error::config(format!("invalid value for `{key}`: {why}")));
+        if self.knn.k >= n_rows {
+            return bad(
+                "knn.k",
+                format!("knn.k = {} must be smaller than the number of rows ({n_rows})", self.knn.k),
+            );
+        }
+        if self.preprocess.pca_dim > 0 && self.preprocess.pca_dim >= dim {
+            return bad(
+                "preprocess.pca_dim",
+                format!(
+                    "{} must be smaller than the input dimension {dim}",
+                    self.preprocess.pca_dim
+                ),
+            );
+        }
+        if self.spectral.enabled && self.spectral.n_eigs > n_rows {
+            return bad(
+                "spectral.n_eigs",
+                format!("{} exceeds the number of rows ({n_rows})", self.spectral.n_eigs),
+            );
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<()> {
         let bad =
             |key: &str, why: &str| Err(Error::config(format!("invalid value for `{key}`: {why}")));
@@ -225,6 +253,12 @@ impl RunConfig {
         }
         if !(-1.0..=1.0).contains(&self.graph.min_similarity) {
             return bad("graph.min_similarity", "must be in [-1, 1]");
+        }
+        if self.knn.metric == Metric::L2 && self.graph.min_similarity > -1.0 {
+            return bad(
+                "graph.min_similarity",
+                "applies to the cosine and ip metrics only (knn.metric = \"l2\")",
+            );
         }
         if !(self.pagerank.damping > 0.0 && self.pagerank.damping < 1.0) {
             return bad("pagerank.damping", "must be in (0, 1)");
@@ -306,6 +340,27 @@ mod tests {
         assert_eq!(config.spectral.n_eigs, 16);
         let again = RunConfig::from_toml_str(&config.to_toml(), &[]).unwrap();
         assert_eq!(config, again);
+    }
+
+    #[test]
+    fn data_dependent_checks_name_the_key() {
+        let config = RunConfig::from_toml_str(MINIMAL, &[]).unwrap();
+        assert!(config.check_against_data(100, 8).is_ok());
+        let err = config.check_against_data(16, 8).unwrap_err();
+        assert_eq!(err.exit_status(), 2);
+        assert!(err.message.contains("knn.k"), "{}", err.message);
+        let pca = RunConfig::from_toml_str(MINIMAL, &["preprocess.pca_dim=8".into()]).unwrap();
+        let err = pca.check_against_data(100, 8).unwrap_err();
+        assert!(err.message.contains("preprocess.pca_dim"), "{}", err.message);
+        let eigs = RunConfig::from_toml_str(MINIMAL, &["knn.k=2".into()]).unwrap();
+        let err = eigs.check_against_data(10, 8).unwrap_err();
+        assert!(err.message.contains("spectral.n_eigs"), "{}", err.message);
+        let err = RunConfig::from_toml_str(
+            MINIMAL,
+            &["knn.metric=l2".into(), "graph.min_similarity=0.2".into()],
+        )
+        .unwrap_err();
+        assert!(err.message.contains("graph.min_similarity"), "{}", err.message);
     }
 
     #[test]

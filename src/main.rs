@@ -312,5 +312,8 @@ fn print_summary(config: &RunConfig, summary: &pipeline::RunSummary) {
             println!("  {phase:<11} {:>9.3} s (max over ranks)", span.max_s);
         }
     }
-    println!("  results     {}", summary.results);
+    println!(
+        "  results     {}",
+        serde_json::to_string(&summary.results).expect("results serialise")
+    );
 }

@@ -12,6 +12,9 @@
 //! rank boundary, which is small when rows of a component sit together and at most the number of
 //! boundary rows otherwise.
 
+use crate::record::ResultsRecord;
+use embsolve_kernels::results::{GlobalResults, LocalResults};
+use crate::checkpoint::{Checkpointed, Payload};
 use embsolve_comm::{self as comm, Comm};
 use crate::distributed::graph::DistGraph;
 use embsolve_kernels::unionfind::UnionFind;
@@ -109,9 +112,57 @@ fn spanning_forest(pairs: &[(u64, u64)]) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// This rank's component labels and the number of components (the `components` stage).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComponentLabels {
+    pub labels: Vec<i64>,
+    pub n_components: u64,
+}
+
+/// [`connected_components`] as a stage result.
+pub fn component_labels(comm: &dyn Comm, graph: &DistGraph) -> ComponentLabels {
+    let (labels, n_components) = connected_components(comm, graph);
+    ComponentLabels {
+        labels,
+        n_components,
+    }
+}
+
+impl Checkpointed for ComponentLabels {
+    fn encode(&self, payload: &mut Payload) {
+        payload.put_slice(&self.labels).put_u64(self.n_components);
+    }
+    fn decode(payload: &mut Payload) -> Option<Self> {
+        Some(ComponentLabels {
+            labels: payload.vec()?,
+            n_components: payload.u64()?,
+        })
+    }
+}
+
+/// The components stage's part of the results.
+pub fn publish(
+    components: ComponentLabels,
+    record: &mut ResultsRecord,
+    global: &mut GlobalResults,
+    local: &mut LocalResults,
+) {
+    record.n_components = Some(components.n_components);
+    global.n_components = Some(components.n_components);
+    local.component_labels = Some(components.labels);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_round_trip_through_a_checkpoint() {
+        crate::checkpoint::assert_round_trip(&ComponentLabels {
+            labels: vec![0, 0, 2, 2, 4],
+            n_components: 3,
+        });
+    }
 
     #[test]
     fn forest_keeps_components_and_merge_takes_minima() {

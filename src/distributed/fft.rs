@@ -10,6 +10,8 @@
 //! sequence send to its owner. Globally: `/fft/mean_power` (band power averaged over all windows,
 //! exact sums) and a histogram of scores. Every value is independent of the rank and thread count.
 
+use crate::record::ResultsRecord;
+use embsolve_kernels::results::{GlobalResults, LocalResults};
 use embsolve_comm::{self as comm, Comm};
 use crate::config::FftSection;
 use embsolve_kernels::error::Result;
@@ -301,6 +303,22 @@ fn sequence_sums_at_owners(
         }
     }
     complete
+}
+
+/// The FFT stage's part of the results.
+pub fn publish(
+    outcome: FftOutcome,
+    record: &mut ResultsRecord,
+    global: &mut GlobalResults,
+    local: &mut LocalResults,
+) {
+    record.fft_windows = Some(outcome.summary.n_windows);
+    record.fft_sequences = Some(outcome.summary.n_sequences);
+    global.fft = Some(outcome.summary);
+    local.fft_seq_start = outcome.seq_start;
+    local.fft_features = Some(outcome.features);
+    local.fft_window_start = outcome.window_start;
+    local.fft_period3 = Some(outcome.period3);
 }
 
 #[cfg(test)]

@@ -2,6 +2,9 @@
 //! P steps (block of rank r - s at step s), and the send of the next block overlaps the compute on
 //! the current one. Per rank, memory is two blocks plus the k-lists: nothing N x N exists.
 
+use crate::record::{KnnRecord, ResultsRecord};
+use embsolve_kernels::results::{GlobalResults, LocalResults};
+use crate::checkpoint::{Checkpointed, Payload};
 use crate::backend::KnnBackend;
 use embsolve_comm::Comm;
 use crate::config::Metric;
@@ -124,9 +127,54 @@ pub fn exact_knn(
     Ok(lists)
 }
 
+impl Checkpointed for KnnLists {
+    fn encode(&self, payload: &mut Payload) {
+        payload
+            .put_u64(self.k as u64)
+            .put_slice(&self.indices)
+            .put_slice(&self.distances);
+    }
+    fn decode(payload: &mut Payload) -> Option<Self> {
+        Some(KnnLists {
+            k: payload.u64()? as usize,
+            indices: payload.vec()?,
+            distances: payload.vec()?,
+        })
+    }
+}
+
+/// The kNN stage's part of the results: `k` and the method in `run.json`, the lists in
+/// `results.h5` when `output.write_knn`.
+pub fn publish(
+    knn: &KnnLists,
+    write_knn: bool,
+    record: &mut ResultsRecord,
+    global: &mut GlobalResults,
+    local: &mut LocalResults,
+) {
+    record.knn = KnnRecord {
+        method: "exact".into(),
+        recall_estimate: None,
+    };
+    global.knn_k = Some(knn.k);
+    if write_knn {
+        local.knn_indices = Some(knn.indices.iter().map(|&i| i as i64).collect());
+        local.knn_distances = Some(knn.distances.clone());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lists_round_trip_through_a_checkpoint() {
+        crate::checkpoint::assert_round_trip(&KnnLists {
+            k: 2,
+            indices: vec![3, 1, 0, 2],
+            distances: vec![0.5, 0.75, 0.125, f32::INFINITY],
+        });
+    }
     use crate::backend::cpu::CpuKnn;
     use embsolve_comm::SerialComm;
     use embsolve_kernels::error::ErrorKind;

@@ -4,6 +4,9 @@
 //! largest eigengap (when not given), and k-means on the embedding. Every step uses exact
 //! reductions, so the results do not depend on the number of ranks.
 
+use crate::record::{ResultsRecord, SpectralRecord};
+use embsolve_kernels::results::{GlobalResults, LocalResults, SpectralSummary};
+use crate::checkpoint::{Checkpointed, Payload};
 use embsolve_comm::{self as comm, Comm};
 use crate::config::SpectralSection;
 use crate::distributed::component_spectrum::{component_spectrum, ComponentGraph};
@@ -22,6 +25,7 @@ use std::collections::BTreeMap;
 const KMEANS_STARTS: usize = 8;
 const KMEANS_MAX_ITER: usize = 300;
 
+#[derive(Debug, Clone, PartialEq)]
 pub struct SpectralOutcome {
     /// The `n_eigs` largest eigenvalues, descending.
     pub eigenvalues: Vec<f64>,
@@ -34,6 +38,8 @@ pub struct SpectralOutcome {
     pub iterations: usize,
     /// Whether every residual reached `spectral.tol` before `spectral.max_iter`.
     pub converged: bool,
+    /// The largest residual norm |A v - lambda v| of the returned eigenpairs.
+    pub largest_residual: f64,
 }
 
 /// Spectral clustering of the graph. Collective over `comm`. `component_labels` are this rank's
@@ -238,12 +244,13 @@ pub fn cluster_eigenpairs(
     params: &SpectralSection,
 ) -> SpectralOutcome {
     let n_eigs = eigen.eigenvalues.len();
+    let largest_residual = eigen.residuals.iter().fold(0.0f64, |m, &r| m.max(r));
     log::info!(
         "spectral: {} Lanczos iterations, converged = {}, eigenvalues {:?}, largest residual {:e}",
         eigen.iterations,
         eigen.converged,
         eigen.eigenvalues,
-        eigen.residuals.iter().fold(0.0f64, |m, &r| m.max(r))
+        largest_residual
     );
 
     let mut embedding = Array2::<f32>::zeros((n_local, n_eigs));
@@ -286,6 +293,7 @@ pub fn cluster_eigenpairs(
         n_clusters,
         iterations: eigen.iterations,
         converged: eigen.converged,
+        largest_residual,
     }
 }
 
@@ -333,9 +341,93 @@ pub fn normalized_rows(vectors: &[f64], width: usize, n_columns: usize) -> Vec<f
     out
 }
 
+/// The spectral stage as a checkpoint: eigenpairs, this rank's embedding rows and labels.
+impl Checkpointed for SpectralOutcome {
+    fn encode(&self, payload: &mut Payload) {
+        let embedding: Vec<f32> = self.embedding.iter().copied().collect();
+        payload
+            .put_slice(&self.eigenvalues)
+            .put_u64(self.embedding.ncols() as u64)
+            .put_slice(&embedding)
+            .put_slice(&self.labels)
+            .put_u64(self.n_clusters as u64)
+            .put_u64(self.iterations as u64)
+            .put_u64(self.converged as u64)
+            .put_f64(self.largest_residual);
+    }
+    fn decode(payload: &mut Payload) -> Option<Self> {
+        let eigenvalues = payload.vec()?;
+        let n_cols = payload.u64()? as usize;
+        let embedding: Vec<f32> = payload.vec()?;
+        let n_local = embedding.len().checked_div(n_cols).unwrap_or(0);
+        let embedding = Array2::from_shape_vec((n_local, n_cols), embedding).ok()?;
+        Some(SpectralOutcome {
+            eigenvalues,
+            embedding,
+            labels: payload.vec()?,
+            n_clusters: payload.u64()? as usize,
+            iterations: payload.u64()? as usize,
+            converged: payload.u64()? != 0,
+            largest_residual: payload.f64()?,
+        })
+    }
+}
+
+/// The spectral stage's part of the results; an unconverged solve is said as a warning.
+pub fn publish(
+    outcome: SpectralOutcome,
+    params: &SpectralSection,
+    record: &mut ResultsRecord,
+    global: &mut GlobalResults,
+    local: &mut LocalResults,
+) {
+    if !outcome.converged {
+        log::warn!(
+            "spectral: Lanczos stopped at spectral.max_iter = {} before every residual reached \
+             spectral.tol = {:e} (largest residual {:e}): the eigenpairs and clusters are \
+             approximate (raise spectral.max_iter)",
+            params.max_iter,
+            params.tol,
+            outcome.largest_residual
+        );
+    }
+    record.n_clusters = Some(outcome.n_clusters);
+    record.eigenvalues = Some(outcome.eigenvalues.clone());
+    record.lanczos_iterations = Some(outcome.iterations);
+    record.lanczos_converged = Some(outcome.converged);
+    record.spectral = Some(SpectralRecord {
+        converged: outcome.converged,
+        largest_residual: outcome.largest_residual,
+        iterations: outcome.iterations,
+    });
+    global.spectral = Some(SpectralSummary {
+        eigenvalues: outcome.eigenvalues,
+        n_clusters: outcome.n_clusters,
+        n_eigs: params.n_eigs,
+        iterations: outcome.iterations,
+        converged: outcome.converged,
+    });
+    local.spectral_embedding = Some(outcome.embedding);
+    local.spectral_labels = Some(outcome.labels);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcome_round_trips_through_a_checkpoint() {
+        crate::checkpoint::assert_round_trip(&SpectralOutcome {
+            eigenvalues: vec![1.0, 0.75, 0.5],
+            embedding: Array2::from_shape_vec((2, 3), vec![0.5, -0.5, 0.25, 1.0, 0.0, -1.0])
+                .unwrap(),
+            labels: vec![0, 1],
+            n_clusters: 2,
+            iterations: 42,
+            converged: true,
+            largest_residual: 1e-9,
+        });
+    }
     use embsolve_kernels::lanczos::hashed_uniform;
     use embsolve_kernels::linop::{DenseOp, LinOp, SerialReduce};
 
