@@ -10,7 +10,7 @@ use embsolve_kernels::error::{Error, Result};
 use embsolve_cuda::kernels::MAX_CANDIDATES;
 use embsolve_cuda::knn::KnnTileConfig;
 use embsolve_cuda::{
-    BatchedRealFft, ExactTopK, Gpu, GpuError, KnnTileEngine, MergeStats, Precision,
+    ExactTopK, Gpu, GpuError, KnnTileEngine, MergeStats, Precision,
 };
 use ndarray::ArrayView2;
 
@@ -191,35 +191,6 @@ impl KnnBackend for CudaKnn {
             indices,
             distances,
         })
-    }
-}
-
-/// Power spectra of fixed-length windows on the GPU (cuFFT batched R2C): `|X_f|^2`, `n / 2 + 1`
-/// bins per window, within 1e-4 relative of the CPU FFT.
-pub struct CudaPowerSpectra {
-    fft: BatchedRealFft,
-    _gpu: Gpu,
-}
-
-impl CudaPowerSpectra {
-    /// Open this rank's GPU and plan `batch` transforms of length `n`.
-    pub fn open(local_rank: usize, n: usize, batch: usize) -> Result<CudaPowerSpectra> {
-        let gpu = Gpu::open(local_rank).map_err(|e| {
-            Error::backend(format!(
-                "CUDA is not usable for the FFT on local rank {local_rank}: {e}"
-            ))
-        })?;
-        let fft = BatchedRealFft::new(&gpu, n, batch).map_err(runtime_error)?;
-        Ok(CudaPowerSpectra { fft, _gpu: gpu })
-    }
-
-    pub fn bins(&self) -> usize {
-        self.fft.bins()
-    }
-
-    /// `windows` is row-major `n_windows x n`; `power` receives `n_windows x bins`.
-    pub fn power(&mut self, windows: &[f32], power: &mut [f32]) -> Result<()> {
-        self.fft.power(windows, power).map_err(runtime_error)
     }
 }
 

@@ -1,0 +1,101 @@
+//! `run.json` as a typed record: what scripts read after a run (its shape is the contract in
+//! SPEC.md). Each phase fills its own part, in the `publish` function of its module under
+//! `distributed/`.
+
+use crate::telemetry::Span;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Summary of a finished run (what `run.json` holds).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub version: String,
+    pub n_rows: usize,
+    pub dim: usize,
+    pub n_ranks: usize,
+    pub backend: String,
+    pub threads_per_rank: usize,
+    pub phases: BTreeMap<String, Span>,
+    pub peak_rss_bytes: MinMax,
+    pub results: ResultsRecord,
+}
+
+/// Max and min over ranks.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct MinMax {
+    pub max: u64,
+    pub min: u64,
+}
+
+/// The solvers' answers. A solver that did not run leaves its fields out.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ResultsRecord {
+    pub knn: KnnRecord,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_components: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pagerank_iterations: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_clusters: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eigenvalues: Option<Vec<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lanczos_iterations: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lanczos_converged: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spectral: Option<SpectralRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fft_windows: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fft_sequences: Option<usize>,
+    /// Adjusted Rand index of each clustering against `input.label_column` (only with labels).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ari: Option<AriRecord>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KnnRecord {
+    pub method: String,
+    /// Measured recall@k on a sample (approximate methods only; exact lists have recall 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recall_estimate: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SpectralRecord {
+    pub converged: bool,
+    pub largest_residual: f64,
+    pub iterations: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AriRecord {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub components: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spectral: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_solvers_leave_their_keys_out() {
+        let record = ResultsRecord {
+            knn: KnnRecord {
+                method: "exact".into(),
+                recall_estimate: None,
+            },
+            n_components: Some(3),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["knn"]["method"], "exact");
+        assert_eq!(json["n_components"], 3);
+        assert!(json.get("eigenvalues").is_none());
+        assert!(json.get("ari").is_none());
+        assert!(json["knn"].get("recall_estimate").is_none());
+    }
+}
