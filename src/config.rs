@@ -3,7 +3,9 @@
 //! explicitly and stored in `results.h5` as the `config` attribute.
 
 pub use embsolve_io::source::{InputFormat, InputSection};
-pub use embsolve_kernels::types::{Alphabet, EdgeWeight, GraphParams as GraphSection, Metric, Symmetrize};
+pub use embsolve_kernels::types::{
+    Alphabet, EdgeWeight, GraphParams as GraphSection, Metric, Symmetrize,
+};
 
 use embsolve_kernels::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -124,6 +126,8 @@ pub struct SpectralSection {
     pub tol: f64,
     pub max_iter: usize,
     pub seed: u64,
+    /// An unconverged eigensolve is an error (exit 1, no labels) instead of a warning.
+    pub require_converged: bool,
 }
 
 impl Default for SpectralSection {
@@ -135,6 +139,7 @@ impl Default for SpectralSection {
             tol: 1e-8,
             max_iter: 500,
             seed: 0,
+            require_converged: true,
         }
     }
 }
@@ -211,11 +216,16 @@ impl RunConfig {
     /// The second stage: checks that need the data's shape or tie sections together, run once
     /// after the dataset is scanned and before any solver (the same verdict on every rank).
     pub fn check_against_data(&self, n_rows: usize, dim: usize) -> Result<()> {
-        let bad = |key: &str, why: String| Err(Error::config(format!("invalid value for `{key}`: {why}")));
+        let bad = |key: &str, why: String| {
+            Err(Error::config(format!("invalid value for `{key}`: {why}")))
+        };
         if self.knn.k >= n_rows {
             return bad(
                 "knn.k",
-                format!("knn.k = {} must be smaller than the number of rows ({n_rows})", self.knn.k),
+                format!(
+                    "knn.k = {} must be smaller than the number of rows ({n_rows})",
+                    self.knn.k
+                ),
             );
         }
         if self.preprocess.pca_dim > 0 && self.preprocess.pca_dim >= dim {
@@ -230,7 +240,10 @@ impl RunConfig {
         if self.spectral.enabled && self.spectral.n_eigs > n_rows {
             return bad(
                 "spectral.n_eigs",
-                format!("{} exceeds the number of rows ({n_rows})", self.spectral.n_eigs),
+                format!(
+                    "{} exceeds the number of rows ({n_rows})",
+                    self.spectral.n_eigs
+                ),
             );
         }
         Ok(())
@@ -351,7 +364,11 @@ mod tests {
         assert!(err.message.contains("knn.k"), "{}", err.message);
         let pca = RunConfig::from_toml_str(MINIMAL, &["preprocess.pca_dim=8".into()]).unwrap();
         let err = pca.check_against_data(100, 8).unwrap_err();
-        assert!(err.message.contains("preprocess.pca_dim"), "{}", err.message);
+        assert!(
+            err.message.contains("preprocess.pca_dim"),
+            "{}",
+            err.message
+        );
         let eigs = RunConfig::from_toml_str(MINIMAL, &["knn.k=2".into()]).unwrap();
         let err = eigs.check_against_data(10, 8).unwrap_err();
         assert!(err.message.contains("spectral.n_eigs"), "{}", err.message);
@@ -360,7 +377,11 @@ mod tests {
             &["knn.metric=l2".into(), "graph.min_similarity=0.2".into()],
         )
         .unwrap_err();
-        assert!(err.message.contains("graph.min_similarity"), "{}", err.message);
+        assert!(
+            err.message.contains("graph.min_similarity"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! 1. The eigenvalue 1 of each component is known exactly ([`component_eigenpairs`]).
 //! 2. A component of at most [`local_limit`] rows is gathered whole onto one rank (components are
 //!    dealt to the least-loaded rank, largest first) and solved there: densely up to
-//!    [`DENSE_ROWS`] rows, by serial Lanczos with its eigenvalue-1 vector locked otherwise. Each
+//!    [`DENSE_ROWS`] rows or [`DENSE_ROWS_PER_PAIR`] rows per wanted pair, by serial Lanczos with its eigenvalue-1 vector locked otherwise. Each
 //!    gives its `want` largest other eigenpairs; the ranks solve different components at once.
 //! 3. The remaining (large) components are solved together by distributed Lanczos on their rows
 //!    only (a support mask), with their eigenvalue-1 vectors locked.
@@ -21,9 +21,10 @@
 //! rank count, and a gathered component is the same matrix in the same row order whichever rank
 //! solves it, so the results are bit-identical for any rank or thread count.
 
-use embsolve_comm::{self as comm, Comm};
 use crate::distributed::spectral::{component_eigenpairs_from, component_table, ComponentInfo};
 use crate::distributed::CommReduce;
+use bytemuck::{Pod, Zeroable};
+use embsolve_comm::{self as comm, Comm};
 use embsolve_kernels::csr::Csr;
 use embsolve_kernels::exact::ExactSum;
 use embsolve_kernels::lanczos::{
@@ -31,13 +32,22 @@ use embsolve_kernels::lanczos::{
     KnownEigenpairs, LanczosOutcome, LanczosParams,
 };
 use embsolve_kernels::linop::{LinOp, SerialReduce};
-use bytemuck::{Pod, Zeroable};
 use rayon::prelude::*;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
 /// Components of at most this many rows are solved by a dense eigendecomposition.
 pub const DENSE_ROWS: usize = 96;
+/// A component is also solved densely when it has at most this many rows per wanted eigenpair:
+/// a Krylov basis would then span a large part of its space, where Lanczos gains nothing and its
+/// orthogonality is hardest to keep (the dense solve of a few hundred rows takes milliseconds).
+pub const DENSE_ROWS_PER_PAIR: usize = 8;
+
+/// Whether a component of `n` rows with `want` wanted pairs (beside its eigenvalue 1) is solved
+/// densely.
+pub fn solves_densely(n: usize, want: usize) -> bool {
+    n <= DENSE_ROWS || n <= DENSE_ROWS_PER_PAIR * (want + 1)
+}
 /// Largest component gathered onto one rank, whatever the graph size.
 const LOCAL_ROWS_CAP: usize = 1 << 20;
 /// A component gathered onto one rank holds at most 1 / `LOCAL_FRACTION` of the graph's rows, so
@@ -453,7 +463,7 @@ fn solve_component(
             })
             .collect()
     });
-    let found = if n <= DENSE_ROWS {
+    let found = if solves_densely(n, want) {
         solve_dense(&matrix, known.as_deref(), want)
     } else {
         let known = known.map(|vectors| KnownEigenpairs {

@@ -12,11 +12,11 @@
 //! rank boundary, which is small when rows of a component sit together and at most the number of
 //! boundary rows otherwise.
 
-use crate::record::ResultsRecord;
-use embsolve_kernels::results::{GlobalResults, LocalResults};
 use crate::checkpoint::{Checkpointed, Payload};
-use embsolve_comm::{self as comm, Comm};
 use crate::distributed::graph::DistGraph;
+use crate::record::ResultsRecord;
+use embsolve_comm::{self as comm, Comm};
+use embsolve_kernels::results::{GlobalResults, LocalResults};
 use embsolve_kernels::unionfind::UnionFind;
 
 /// Local labels (smallest global row of the component) and the number of components.

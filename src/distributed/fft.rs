@@ -10,17 +10,17 @@
 //! sequence send to its owner. Globally: `/fft/mean_power` (band power averaged over all windows,
 //! exact sums) and a histogram of scores. Every value is independent of the rank and thread count.
 
-use crate::record::ResultsRecord;
-use embsolve_kernels::results::{GlobalResults, LocalResults};
-use embsolve_comm::{self as comm, Comm};
 use crate::config::FftSection;
+use crate::pipeline::agree;
+use crate::record::ResultsRecord;
+use embsolve_comm::{self as comm, Comm};
 use embsolve_kernels::error::Result;
 use embsolve_kernels::exact::{from_limbs, to_limbs, ExactSum};
 use embsolve_kernels::fft::plan::TrackPlan;
 use embsolve_kernels::fft::spectra::{CpuPowerSpectra, PowerSpectra};
 use embsolve_kernels::fft::{histogram, period3_score, pool_bands, ChannelMap, SpectrumShape};
-use crate::pipeline::agree;
 use embsolve_kernels::results::FftSummary;
+use embsolve_kernels::results::{GlobalResults, LocalResults};
 use ndarray::Array2;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -324,8 +324,8 @@ pub fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use embsolve_comm::SerialComm;
     use crate::config::Alphabet;
+    use embsolve_comm::SerialComm;
 
     #[test]
     fn serial_analysis_matches_window_by_window_kernels() {

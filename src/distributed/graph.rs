@@ -15,13 +15,13 @@
 //! Every row lists its entries by ascending global column, so sums over a row have the same order
 //! (and bits) whatever the row distribution.
 
-use embsolve_comm::{self as comm, Comm};
 use crate::config::{EdgeWeight, GraphSection, Metric, Symmetrize};
-use embsolve_kernels::types::KnnLists;
-use embsolve_kernels::error::{Error, Result};
-use embsolve_kernels::csr::Csr;
-use embsolve_kernels::layout::RowLayout;
 use bytemuck::{Pod, Zeroable};
+use embsolve_comm::{self as comm, Comm};
+use embsolve_kernels::csr::Csr;
+use embsolve_kernels::error::{Error, Result};
+use embsolve_kernels::layout::RowLayout;
+use embsolve_kernels::types::KnnLists;
 use rayon::prelude::*;
 
 /// Which remote rows this rank needs (its halo) and which of its rows each other rank needs.

@@ -2,15 +2,15 @@
 //! P steps (block of rank r - s at step s), and the send of the next block overlaps the compute on
 //! the current one. Per rank, memory is two blocks plus the k-lists: nothing N x N exists.
 
-use crate::record::{KnnRecord, ResultsRecord};
-use embsolve_kernels::results::{GlobalResults, LocalResults};
-use crate::checkpoint::{Checkpointed, Payload};
 use crate::backend::KnnBackend;
-use embsolve_comm::Comm;
+use crate::checkpoint::{Checkpointed, Payload};
 use crate::config::Metric;
+use crate::record::{KnnRecord, ResultsRecord};
+use crate::telemetry::Progress;
+use embsolve_comm::Comm;
 use embsolve_kernels::error::{Error, Result};
 use embsolve_kernels::layout::RowLayout;
-use crate::telemetry::Progress;
+use embsolve_kernels::results::{GlobalResults, LocalResults};
 pub use embsolve_kernels::types::KnnLists;
 use ndarray::ArrayView2;
 
@@ -198,7 +198,8 @@ mod tests {
             &mut backend,
         )
         .unwrap();
-        let (indices, distances) = embsolve_kernels::reference::knn_naive(rows.view(), 6, Metric::L2);
+        let (indices, distances) =
+            embsolve_kernels::reference::knn_naive(rows.view(), 6, Metric::L2);
         assert_eq!(lists.indices, indices);
         assert_eq!(lists.distances, distances);
     }

@@ -4,15 +4,15 @@
 //! are dangling: their mass is spread uniformly. Row sums are in a fixed order and global sums
 //! exact, so the scores have the same bits for any number of ranks or threads.
 
-use crate::record::ResultsRecord;
-use embsolve_kernels::results::{GlobalResults, LocalResults, PagerankSummary};
 use crate::checkpoint::{Checkpointed, Payload};
-use embsolve_comm::Comm;
 use crate::config::PagerankSection;
 use crate::distributed::allreduce_exact;
 use crate::distributed::graph::DistGraph;
+use crate::record::ResultsRecord;
+use embsolve_comm::Comm;
 use embsolve_kernels::exact::ExactSum;
 use embsolve_kernels::pagerank::power_step;
+use embsolve_kernels::results::{GlobalResults, LocalResults, PagerankSummary};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PagerankOutcome {

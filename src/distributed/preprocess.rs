@@ -1,9 +1,9 @@
 //! Global statistics and preprocessing of this rank's rows: L2 normalisation, global centering,
 //! PCA on the global covariance. Sums are exact, so results do not depend on the rank count.
 
-use embsolve_comm::Comm;
 use crate::config::{Metric, PreprocessSection};
 use crate::distributed::allreduce_exact;
+use embsolve_comm::Comm;
 use embsolve_kernels::error::{Error, Result};
 use embsolve_kernels::exact::ExactSum;
 use embsolve_kernels::pca;

@@ -4,20 +4,20 @@
 //! largest eigengap (when not given), and k-means on the embedding. Every step uses exact
 //! reductions, so the results do not depend on the number of ranks.
 
-use crate::record::{ResultsRecord, SpectralRecord};
-use embsolve_kernels::results::{GlobalResults, LocalResults, SpectralSummary};
 use crate::checkpoint::{Checkpointed, Payload};
-use embsolve_comm::{self as comm, Comm};
 use crate::config::SpectralSection;
 use crate::distributed::component_spectrum::{component_spectrum, ComponentGraph};
 use crate::distributed::components::connected_components;
 use crate::distributed::graph::DistGraph;
 use crate::distributed::CommReduce;
+use crate::record::{ResultsRecord, SpectralRecord};
+use embsolve_comm::{self as comm, Comm};
 use embsolve_kernels::error::{Error, Result};
 use embsolve_kernels::exact::ExactSum;
 use embsolve_kernels::kmeans::{kmeans, KmeansParams};
 use embsolve_kernels::lanczos::{lanczos, KnownEigenpairs, LanczosOutcome, LanczosParams};
 use embsolve_kernels::linop::{LinOp, Reduce};
+use embsolve_kernels::results::{GlobalResults, LocalResults, SpectralSummary};
 use ndarray::Array2;
 use std::collections::BTreeMap;
 
@@ -81,11 +81,35 @@ pub fn spectral_clustering(
         operator: &operator,
     };
     let started = std::time::Instant::now();
-    let eigen = component_spectrum(comm, &view, &lanczos_params(params));
+    let mut eigen = component_spectrum(comm, &view, &lanczos_params(params));
     log::debug!(
         "spectral: eigenpairs in {:.3} s",
         started.elapsed().as_secs_f64()
     );
+    // The spectrum of D^-1/2 W D^-1/2 lies in [-1, 1] (W >= 0): a value outside is a failed solve,
+    // never a result.
+    if let Some(outside) = eigen
+        .eigenvalues
+        .iter()
+        .find(|v| !(v.abs() <= 1.0 + SPECTRUM_SLACK))
+    {
+        log::warn!(
+            "spectral: eigenvalue {outside} lies outside the spectrum [-1, 1] of the normalised \
+             adjacency: the eigensolver failed"
+        );
+        eigen.converged = false;
+    }
+    if !eigen.converged && params.require_converged {
+        return Err(Error::internal(format!(
+            "spectral: the eigensolver did not converge to spectral.tol = {:e} within \
+             spectral.max_iter = {} (largest residual {:e}); no labels are written. Raise \
+             spectral.max_iter, or set spectral.require_converged = false to keep approximate \
+             clusters",
+            params.tol,
+            params.max_iter,
+            eigen.residuals.iter().fold(0.0f64, |m, &r| m.max(r))
+        )));
+    }
     Ok(cluster_eigenpairs(
         eigen,
         &CommReduce(comm),
@@ -296,6 +320,9 @@ pub fn cluster_eigenpairs(
         largest_residual,
     }
 }
+
+/// Eigenvalues may exceed 1 in magnitude by rounding up to this much.
+const SPECTRUM_SLACK: f64 = 1e-8;
 
 /// Gaps below this are rounding, not structure: eigenvalues that equal 1 up to it belong to
 /// separate connected components.

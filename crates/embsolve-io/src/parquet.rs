@@ -8,7 +8,6 @@
 use super::input_error;
 use super::manifest::Manifest;
 use super::{shard_files, Columns, DatasetInfo, Format, IdKind, IdValues, Piece, Shard};
-use embsolve_kernels::error::{Error, Result};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Float16Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type,
@@ -16,6 +15,7 @@ use arrow_array::types::{
 };
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
+use embsolve_kernels::error::{Error, Result};
 use parquet::arrow::arrow_reader::{
     ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
 };

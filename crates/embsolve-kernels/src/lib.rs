@@ -9,16 +9,16 @@ pub mod exact;
 pub mod fft;
 pub mod kmeans;
 pub mod knn;
-pub mod layout;
 pub mod lanczos;
+pub mod layout;
 pub mod linop;
 pub mod pagerank;
 pub mod pca;
 pub mod reference;
 pub mod results;
+mod simd;
 pub mod tile_bounds;
 pub mod types;
 pub mod unionfind;
 
 pub use error::{Error, ErrorKind, Result};
-

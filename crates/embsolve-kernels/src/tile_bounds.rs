@@ -26,8 +26,8 @@
 //! the tile can pass that query's filter: skipping the tile offers the query exactly the same
 //! (empty) set of candidates as computing it.
 
-use crate::types::Metric;
 use crate::knn::{canonical_dot, gemm_tile};
+use crate::types::Metric;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
