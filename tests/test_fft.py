@@ -1,4 +1,4 @@
-"""FFT analysis of token tracks end to end: the multi-rank selftest, `generate --kind tracks`,
+"""FFT analysis of token tracks end to end: `generate --kind tracks`,
 and `embsolve run` with [fft] on Parquet and HDF5 tracks at 1-4 ranks: identical /fft/period3 and
 /fft/features at every rank count (a single sequence longer than every rank's span), scores and
 mean power equal to a numpy rfft of the same windows, and planted coding windows detected."""
@@ -63,12 +63,6 @@ def run_fft(tmp_path, ranks, tracks, name, **fft):
             "features": f["fft/features"][:],
             "mean_power": f["fft/mean_power"][:],
         }
-
-
-@pytest.mark.parametrize("ranks", [1, 2, 3, 4])
-def test_selftest_fft_tracks(ranks):
-    done = run_mpi(ranks, "selftest", "fft_tracks")
-    assert f"fft_tracks: ok on {ranks} ranks" in done.stdout
 
 
 def test_generate_tracks_parquet_layout(tmp_path):

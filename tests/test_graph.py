@@ -1,6 +1,6 @@
 """Graph, connected components and PageRank end to end: real runs on the blobs fixture compared with
 scipy (components, a power-iteration PageRank on the graph rebuilt from the kNN lists in results.h5)
-and across rank counts. (The graph selftests at 1-4 ranks run in test_selftest.py.)"""
+and across rank counts. (The graph checks at 1-7 ranks run in test_multirank.py.)"""
 
 import json
 

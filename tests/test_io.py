@@ -243,12 +243,7 @@ def test_npy_single_file_and_column_directories(tmp_path):
     assert_read(inspect(be, 2), values.astype(np.float32), 0, 63)
 
 
-# ---------------------------------------------------------------- multi-rank reads
-
-@pytest.mark.parametrize("n_ranks", [1, 2, 3, 4])
-def test_each_rank_reads_its_block(n_ranks):
-    done = run_mpi(n_ranks, "selftest", "io_read_blocks", timeout=60)
-    assert f"io_read_blocks: ok on {n_ranks} ranks" in done.stdout
+# Multi-rank block reads: `io_read_blocks` in tests/test_multirank.py (1-7 ranks).
 
 
 # ---------------------------------------------------------------- bad inputs

@@ -1,22 +1,12 @@
-"""End-to-end tests of the exact kNN: the multi-rank self-checks at 1-4 ranks (every rank compares
-its lists with the serial brute-force oracle, on data with duplicate rows and equal distances),
-and, through `embsolve run`, /knn/indices identical at 1 and 3 ranks and equal to a numpy oracle."""
+"""End-to-end tests of the exact kNN through `embsolve run`: /knn/indices identical at 1 and 3 ranks
+and equal to a numpy oracle. (The ring's multi-rank checks against the serial brute-force oracle,
+on data with duplicate rows and equal distances, are `knn_*` in tests/test_multirank.py.)"""
 
 import h5py
 import numpy as np
 import pytest
 
 from conftest import run_mpi, write_config
-
-KNN_CHECKS = ["knn_ring_cosine", "knn_ring_l2", "knn_ring_ip", "knn_fewer_rows_than_ranks"]
-
-
-@pytest.mark.parametrize("n_ranks", [1, 2, 3, 4])
-def test_ring_knn_selftest_matches_the_serial_oracle(n_ranks):
-    done = run_mpi(n_ranks, "selftest", "knn", timeout=300)
-    for check in KNN_CHECKS:
-        assert f"selftest {check}: ok on {n_ranks} ranks" in done.stdout, done.stdout + done.stderr
-
 
 def oracle(x, k):
     """Top-k by float64 cosine, self excluded, ties to the smaller row."""

@@ -3,7 +3,7 @@ slurm/local/cluster.sh for this session and stopped at its end, even when a test
 
 Jobs are submitted with `sbatch --parsable` and polled with `scontrol show job` (sbatch --wait
 polls too slowly). Two kinds of job:
-- the real binary: `embsolve selftest` under `srun --mpi=pmix`, and full `embsolve run` jobs
+- the multi-rank checks (`examples/multirank`) under `srun --mpi=pmix`, and full `embsolve run` jobs
   through slurm/embsolve.sbatch, slurm/sweep.sbatch and slurm/scaling.sh, compared with mpirun;
 - a recording stand-in for the binary (EMBSOLVE_BIN), which writes what each rank was given
   (argv, rank ids, CPUs, GPUs) so the launch scripts' own logic is checked exactly, including
@@ -167,14 +167,15 @@ def records(record_dir):
 # --- the real binary under srun ------------------------------------------------------------
 
 
-def test_selftest_under_srun_pmix(slurm, tmp_path):
+def test_multirank_checks_under_srun_pmix(slurm, tmp_path):
     """4 ranks launched by srun --mpi=pmix inside a batch job run every multi-rank check."""
-    job = submit(slurm, ["-n", "4", "-o", "selftest-%j.out",
-                         "--wrap", f"srun --mpi=pmix {BIN} selftest"], tmp_path)
+    multirank = Path(BIN).parent / "examples" / "multirank"
+    job = submit(slurm, ["-n", "4", "-o", "multirank-%j.out",
+                         "--wrap", f"srun --mpi=pmix {multirank}"], tmp_path)
     states = wait_job(slurm, job)
-    log = job_log(tmp_path, "selftest-*.out")
+    log = job_log(tmp_path, "multirank-*.out")
     assert set(states.values()) == {"COMPLETED"}, f"{states}\n{log}"
-    ok_lines = [line for line in log.splitlines() if line.startswith("selftest ")]
+    ok_lines = [line for line in log.splitlines() if line.startswith("multirank ")]
     assert ok_lines and all(line.endswith("ok on 4 ranks") for line in ok_lines), log
 
 
