@@ -24,7 +24,7 @@ deps:
 	@scripts/deps.sh
 
 build: deps
-	cargo build --release --locked
+	cargo build --release --locked --workspace --bins --examples
 	@test -x $(BIN)
 
 $(VENV)/.ok: ray/pyproject.toml scripts/venv.sh

@@ -10,8 +10,8 @@
 //! another rank's block), and reports the fastest of each (`self_block` in the JSON).
 
 use embsolve::backend::cpu::CpuKnn;
-use embsolve_comm::{allgatherv, Comm, MpiComm};
 use embsolve::config::Metric;
+use embsolve_comm::{allgatherv, Comm, MpiComm};
 use embsolve_kernels::knn::{gemm_tile, KnnSearch, TileShape};
 use embsolve_kernels::layout::RowLayout;
 use ndarray::Array2;
@@ -59,9 +59,15 @@ fn main() {
     comm.barrier();
     let start = Instant::now();
     let mut backend = CpuKnn::with_tile_shape(shape);
-    let lists =
-        embsolve::distributed::knn::exact_knn(&comm, &layout, local.view(), k, metric, &mut backend)
-            .expect("knn succeeds");
+    let lists = embsolve::distributed::knn::exact_knn(
+        &comm,
+        &layout,
+        local.view(),
+        k,
+        metric,
+        &mut backend,
+    )
+    .expect("knn succeeds");
     let mut seconds = [start.elapsed().as_secs_f64()];
     let knn_cpu = cpu_seconds();
     let mut knn_cpu_all = [knn_cpu];

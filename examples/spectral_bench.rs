@@ -6,10 +6,10 @@
 //!
 //! Usage: spectral_bench DIR N_EIGS N_CLUSTERS TOL MAX_ITER SEED
 
-use embsolve_comm::SerialComm;
 use embsolve::config::SpectralSection;
 use embsolve::distributed::component_spectrum::{component_spectrum, ComponentGraph};
 use embsolve::distributed::spectral::cluster_eigenpairs;
+use embsolve_comm::SerialComm;
 use embsolve_kernels::csr::Csr;
 use embsolve_kernels::lanczos::LanczosParams;
 use embsolve_kernels::linop::SerialReduce;

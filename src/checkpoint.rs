@@ -152,7 +152,8 @@ impl Checkpoints {
     /// (collective: all ranks get Some or all get None).
     pub fn load<T: Checkpointed>(&self, comm: &dyn Comm, stage: &str) -> Option<T> {
         let mine = if self.enabled && self.resume {
-            self.read(stage).and_then(|mut payload| T::decode(&mut payload))
+            self.read(stage)
+                .and_then(|mut payload| T::decode(&mut payload))
         } else {
             None
         };
@@ -201,7 +202,10 @@ pub fn assert_round_trip<T: Checkpointed + PartialEq + std::fmt::Debug>(value: &
             bytes: payload.bytes[..payload.bytes.len() - 1].to_vec(),
             cursor: 0,
         };
-        assert!(T::decode(&mut truncated).is_none(), "a truncated payload decoded");
+        assert!(
+            T::decode(&mut truncated).is_none(),
+            "a truncated payload decoded"
+        );
     }
 }
 

@@ -2,10 +2,10 @@
 //! errors to exit statuses (0 ok, 2 usage/config/input, 1 anything else), the same on every rank.
 
 use clap::{Parser, Subcommand};
-use embsolve_comm::{Comm, MpiComm, SerialComm};
 use embsolve::config::RunConfig;
 use embsolve::pipeline::{self, RunOptions};
 use embsolve::Error;
+use embsolve_comm::{Comm, MpiComm, SerialComm};
 use std::io::Write;
 use std::path::PathBuf;
 

@@ -84,7 +84,10 @@ fn every_module_starts_with_a_doc_line() {
         })
         .map(|p| relative(&p))
         .collect();
-    assert!(missing.is_empty(), "modules without a `//!` line: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "modules without a `//!` line: {missing:?}"
+    );
 }
 
 #[test]
@@ -137,7 +140,11 @@ fn manifests() -> Vec<(String, Vec<String>)> {
 #[test]
 fn each_outside_world_has_one_crate_and_the_layers_point_down() {
     let manifests = manifests();
-    assert_eq!(manifests.len(), EDGES.len(), "workspace members: {manifests:?}");
+    assert_eq!(
+        manifests.len(),
+        EDGES.len(),
+        "workspace members: {manifests:?}"
+    );
     for (name, deps) in &manifests {
         let allowed = EDGES
             .iter()
@@ -146,10 +153,16 @@ fn each_outside_world_has_one_crate_and_the_layers_point_down() {
             .1;
         for dep in deps {
             if let Some((_, owner)) = OWNERS.iter().find(|(world, _)| world == dep) {
-                assert_eq!(owner, name, "{name} depends on {dep}, which only {owner} may use");
+                assert_eq!(
+                    owner, name,
+                    "{name} depends on {dep}, which only {owner} may use"
+                );
             }
             if dep.starts_with("embsolve") {
-                assert!(allowed.contains(&dep.as_str()), "{name} must not depend on {dep}");
+                assert!(
+                    allowed.contains(&dep.as_str()),
+                    "{name} must not depend on {dep}"
+                );
             }
         }
     }
@@ -158,11 +171,23 @@ fn each_outside_world_has_one_crate_and_the_layers_point_down() {
 #[test]
 fn the_kernels_crate_links_no_outside_world() {
     let output = std::process::Command::new(env!("CARGO"))
-        .args(["tree", "-p", "embsolve-kernels", "-e", "normal", "--prefix", "none"])
+        .args([
+            "tree",
+            "-p",
+            "embsolve-kernels",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
         .current_dir(ROOT)
         .output()
         .expect("cargo tree runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let tree = String::from_utf8_lossy(&output.stdout);
     for line in tree.lines() {
         let name = line.split_whitespace().next().unwrap_or("");
@@ -199,7 +224,10 @@ fn outside_world_paths_appear_only_in_their_crate() {
                 let before = text[..at].chars().next_back();
                 !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
             });
-            assert!(!used || name.starts_with(home), "{name} uses `{pattern}` outside {home}");
+            assert!(
+                !used || name.starts_with(home),
+                "{name} uses `{pattern}` outside {home}"
+            );
         }
     }
 }

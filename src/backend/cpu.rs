@@ -3,9 +3,9 @@
 
 use super::KnnBackend;
 use crate::config::Metric;
-use embsolve_kernels::types::KnnLists;
 use embsolve_kernels::error::{Error, Result};
 use embsolve_kernels::knn::{KnnSearch, TileShape};
+use embsolve_kernels::types::KnnLists;
 use ndarray::ArrayView2;
 
 /// Exact kNN on the CPU; threads follow the rayon pool the pipeline sized from `[run] threads`.

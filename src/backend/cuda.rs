@@ -5,13 +5,11 @@
 
 use crate::backend::KnnBackend;
 use crate::config::Metric;
-use embsolve_kernels::types::KnnLists;
-use embsolve_kernels::error::{Error, Result};
 use embsolve_cuda::kernels::MAX_CANDIDATES;
 use embsolve_cuda::knn::KnnTileConfig;
-use embsolve_cuda::{
-    ExactTopK, Gpu, GpuError, KnnTileEngine, MergeStats, Precision,
-};
+use embsolve_cuda::{ExactTopK, Gpu, GpuError, KnnTileEngine, MergeStats, Precision};
+use embsolve_kernels::error::{Error, Result};
+use embsolve_kernels::types::KnnLists;
 use ndarray::ArrayView2;
 
 /// Whether CUDA is usable on this machine: `Ok(device count)` or the reason it is not.

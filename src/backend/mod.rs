@@ -6,8 +6,8 @@ pub mod cpu;
 pub mod cuda;
 
 use crate::config::{BackendChoice, Metric};
-use embsolve_kernels::types::KnnLists;
 use embsolve_kernels::error::Result;
+use embsolve_kernels::types::KnnLists;
 use ndarray::ArrayView2;
 
 /// A kNN engine for one rank. It holds this rank's query rows and merges blocks of reference rows

@@ -91,7 +91,7 @@ pub fn spectral_clustering(
     if let Some(outside) = eigen
         .eigenvalues
         .iter()
-        .find(|v| !(v.abs() <= 1.0 + SPECTRUM_SLACK))
+        .find(|v| v.is_nan() || v.abs() > 1.0 + SPECTRUM_SLACK)
     {
         log::warn!(
             "spectral: eigenvalue {outside} lies outside the spectrum [-1, 1] of the normalised \

@@ -7,8 +7,8 @@
 mod output;
 mod stage;
 
-pub use embsolve_comm::agree;
 pub use crate::record::{AriRecord, MinMax, ResultsRecord, RunSummary};
+pub use embsolve_comm::agree;
 pub use stage::Context;
 
 use crate::checkpoint::Checkpoints;
@@ -257,13 +257,18 @@ fn run_solvers(
         let components = ctx.stage("components", || {
             Ok(distributed::components::component_labels(comm, &graph))
         })?;
-        ari.components = truth.map(|t| distributed::ari::adjusted_rand_index(comm, t, &components.labels));
+        ari.components =
+            truth.map(|t| distributed::ari::adjusted_rand_index(comm, t, &components.labels));
         distributed::components::publish(components, &mut record, global, local);
     }
 
     if config.pagerank.enabled {
         let outcome = ctx.stage("pagerank", || {
-            Ok(distributed::pagerank::pagerank(comm, &graph, &config.pagerank))
+            Ok(distributed::pagerank::pagerank(
+                comm,
+                &graph,
+                &config.pagerank,
+            ))
         })?;
         distributed::pagerank::publish(outcome, &mut record, global, local);
     }

@@ -66,7 +66,8 @@ mod tests {
     #[test]
     fn success_passes_through_and_a_local_error_keeps_its_message() {
         assert_eq!(agree(&SerialComm, Ok(7)).unwrap(), 7);
-        let error = agree::<()>(&SerialComm, Err(Error::input("row 3 of a.npy is NaN"))).unwrap_err();
+        let error =
+            agree::<()>(&SerialComm, Err(Error::input("row 3 of a.npy is NaN"))).unwrap_err();
         assert_eq!(error.kind, ErrorKind::Input);
         assert_eq!(error.exit_status(), 2);
         assert_eq!(error.message, "row 3 of a.npy is NaN");
@@ -77,7 +78,12 @@ mod tests {
         assert!(class(&Error::input("x")) < class(&Error::internal("y")));
         assert!(class(&Error::internal("y")) < class(&Error::peer(0, 2)));
         assert!(class(&Error::peer(0, 2)) < class(&Error::peer(0, 1)));
-        for kind in [Error::input("x"), Error::internal("y"), Error::peer(1, 2), Error::peer(1, 1)] {
+        for kind in [
+            Error::input("x"),
+            Error::internal("y"),
+            Error::peer(1, 2),
+            Error::peer(1, 1),
+        ] {
             assert_eq!(status_of_class(class(&kind)), kind.exit_status());
         }
     }

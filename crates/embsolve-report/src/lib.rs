@@ -2,8 +2,8 @@
 //! `run.json`, and a `report.html` that shows them with a table of `run.json`. The page and its
 //! images are written atomically (temporary name, then rename).
 
-use embsolve_kernels::error::{Error, Result};
 use embsolve_io::results_reader::{self, ResultsData};
+use embsolve_kernels::error::{Error, Result};
 use plotters::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

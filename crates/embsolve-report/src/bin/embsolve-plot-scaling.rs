@@ -2,8 +2,8 @@
 //! `slurm/scaling.sh` writes (`DIR/scaling_strong.csv`, `DIR/scaling_weak.csv`): time per phase
 //! against ranks, strong-scaling speed-up against the ideal, and strong and weak efficiency.
 
-use embsolve_report::FONT;
 use embsolve_kernels::results::PHASES;
+use embsolve_report::FONT;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
