@@ -121,6 +121,8 @@ fn main() {
         seed: params.seed,
     };
     let eigen = component_spectrum(&SerialComm, &graph, &lanczos_params);
+    let eigen_s = start.elapsed().as_secs_f64();
+    let largest_residual = eigen.residuals.iter().fold(0.0f64, |m, &r| m.max(r));
     let outcome = cluster_eigenpairs(eigen, &SerialReduce, n_rows, 0, &params);
     let spectral_s = start.elapsed().as_secs_f64();
 
@@ -134,7 +136,9 @@ fn main() {
         "n_rows": n_rows,
         "threads": rayon::current_num_threads(),
         "load_s": load_s,
+        "eigen_s": eigen_s,
         "spectral_s": spectral_s,
+        "largest_residual": largest_residual,
         "iterations": outcome.iterations,
         "converged": outcome.converged,
         "n_clusters": outcome.n_clusters,

@@ -67,6 +67,21 @@ pub struct SpectralRecord {
     pub converged: bool,
     pub largest_residual: f64,
     pub iterations: usize,
+    /// "config" (`spectral.n_clusters` given) or "eigengap" (chosen automatically).
+    pub n_clusters_from: String,
+    /// The automatic choice and the scores it saw (only when chosen automatically).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eigengap: Option<EigengapRecord>,
+}
+
+/// The eigengap rule's choice: `log_ratios[i]` = ln((1 - lambda_{k+1}) / (1 - lambda_k)) for
+/// k = `first_k` + i (null between two component eigenvalues; the gap after the last component
+/// eigenvalue counts as ln 10).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EigengapRecord {
+    pub n_clusters: usize,
+    pub first_k: usize,
+    pub log_ratios: Vec<Option<f64>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

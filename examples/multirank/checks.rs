@@ -6,6 +6,7 @@ mod graph;
 mod io_fft;
 mod knn;
 mod spectral;
+mod spectral_properties;
 
 use embsolve_comm::Comm;
 
@@ -35,6 +36,10 @@ pub fn registry() -> Vec<(&'static str, Check)> {
         (
             "spectral_by_component",
             spectral::check_spectral_by_component,
+        ),
+        (
+            "spectral_random_graphs",
+            spectral_properties::check_spectral_random_graphs,
         ),
         ("spectral_kmeans", spectral::check_spectral_kmeans),
         ("spectral_clustering", spectral::check_spectral_clustering),

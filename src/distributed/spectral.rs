@@ -1,7 +1,7 @@
 //! Spectral clustering: the largest eigenpairs of the graph's normalised adjacency D^-1/2 W D^-1/2
 //! (one connected component at a time, `component_spectrum`; Lanczos for any operator through
 //! `spectral_on_operator`), the row-normalised spectral embedding, the number of clusters from the
-//! largest eigengap (when not given), and k-means on the embedding. Every step uses exact
+//! eigengap rule of `embsolve_kernels::eigengap` (when not given), and k-means on the embedding. Every step uses exact
 //! reductions, so the results do not depend on the number of ranks.
 
 use crate::checkpoint::{Checkpointed, Payload};
@@ -10,8 +10,9 @@ use crate::distributed::component_spectrum::{component_spectrum, ComponentGraph}
 use crate::distributed::components::connected_components;
 use crate::distributed::graph::DistGraph;
 use crate::distributed::CommReduce;
-use crate::record::{ResultsRecord, SpectralRecord};
+use crate::record::{EigengapRecord, ResultsRecord, SpectralRecord};
 use embsolve_comm::{self as comm, Comm};
+use embsolve_kernels::eigengap::eigengap;
 use embsolve_kernels::error::{Error, Result};
 use embsolve_kernels::exact::ExactSum;
 use embsolve_kernels::kmeans::{kmeans, KmeansParams};
@@ -50,6 +51,36 @@ pub fn spectral_clustering(
     params: &SpectralSection,
     component_labels: Option<&[i64]>,
 ) -> Result<SpectralOutcome> {
+    let eigen = graph_eigenpairs(comm, graph, params, component_labels)?;
+    if !eigen.converged && params.require_converged {
+        return Err(Error::internal(format!(
+            "spectral: the eigensolver did not converge to spectral.tol = {:e} within \
+             spectral.max_iter = {} (largest residual {:e}); no labels are written. Raise \
+             spectral.max_iter, or set spectral.require_converged = false to keep approximate \
+             clusters",
+            params.tol,
+            params.max_iter,
+            eigen.residuals.iter().fold(0.0f64, |m, &r| m.max(r))
+        )));
+    }
+    Ok(cluster_eigenpairs(
+        eigen,
+        &CommReduce(comm),
+        graph.local_rows(),
+        graph.layout.start(comm.rank()),
+        params,
+    ))
+}
+
+/// The `params.n_eigs` largest eigenpairs of the graph's normalised adjacency (this rank's rows of
+/// the vectors), solved one connected component at a time. An eigenvalue outside the spectrum
+/// [-1, 1] marks the outcome not converged. Collective over `comm`.
+pub fn graph_eigenpairs(
+    comm: &dyn Comm,
+    graph: &DistGraph,
+    params: &SpectralSection,
+    component_labels: Option<&[i64]>,
+) -> Result<LanczosOutcome> {
     let n_rows = graph.layout.n_rows;
     if params.n_eigs > n_rows {
         return Err(Error::config(format!(
@@ -66,14 +97,13 @@ pub fn spectral_clustering(
         }
     };
     let operator = graph.normalized_adjacency(comm);
-    let row_start = graph.layout.start(comm.rank());
     let n_local = graph.local_rows();
     let columns: Vec<u64> = (0..(n_local + graph.halo.halo_len()) as u32)
         .map(|c| graph.global_column(c))
         .collect();
     let view = ComponentGraph {
         n_rows,
-        row_start,
+        row_start: graph.layout.start(comm.rank()),
         labels,
         degrees: &graph.degrees,
         normalized: &graph.normalized,
@@ -99,24 +129,7 @@ pub fn spectral_clustering(
         );
         eigen.converged = false;
     }
-    if !eigen.converged && params.require_converged {
-        return Err(Error::internal(format!(
-            "spectral: the eigensolver did not converge to spectral.tol = {:e} within \
-             spectral.max_iter = {} (largest residual {:e}); no labels are written. Raise \
-             spectral.max_iter, or set spectral.require_converged = false to keep approximate \
-             clusters",
-            params.tol,
-            params.max_iter,
-            eigen.residuals.iter().fold(0.0f64, |m, &r| m.max(r))
-        )));
-    }
-    Ok(cluster_eigenpairs(
-        eigen,
-        &CommReduce(comm),
-        n_local,
-        row_start,
-        params,
-    ))
+    Ok(eigen)
 }
 
 /// One connected component: its label, rows, and rows of positive degree.
@@ -324,35 +337,18 @@ pub fn cluster_eigenpairs(
 /// Eigenvalues may exceed 1 in magnitude by rounding up to this much.
 const SPECTRUM_SLACK: f64 = 1e-8;
 
-/// Gaps below this are rounding, not structure: eigenvalues that equal 1 up to it belong to
-/// separate connected components.
-const NEGLIGIBLE_GAP: f64 = 1e-6;
-
-/// The number of clusters k in 2..n (n = number of eigenvalues, descending) with the largest gap
-/// between the k-th and (k+1)-th eigenvalue (the smaller k on ties); 2 when there are only two
-/// eigenvalues, and at most n. When no gap is larger than rounding (every computed eigenvalue is
-/// the same, e.g. more connected components than `n_eigs`), the largest gap lies beyond the
-/// computed ones: k = n, with a warning to raise `spectral.n_eigs`.
+/// The number of clusters from the eigengap rule (`embsolve_kernels::eigengap`), with a warning
+/// when the computed eigenvalues show no gap.
 pub fn choose_n_clusters(eigenvalues: &[f64]) -> usize {
-    let n = eigenvalues.len();
-    if n <= 2 {
-        return n.max(1);
-    }
-    let mut best = (2, f64::NEG_INFINITY);
-    for k in 2..n {
-        let gap = eigenvalues[k - 1] - eigenvalues[k];
-        if gap > best.1 {
-            best = (k, gap);
-        }
-    }
-    if best.1 < NEGLIGIBLE_GAP {
+    let choice = eigengap(eigenvalues);
+    if choice.no_gap {
+        let n = eigenvalues.len();
         log::warn!(
             "spectral: the {n} computed eigenvalues show no gap (the graph may have more than {n} \
              components); using {n} clusters; raise spectral.n_eigs to see the real gap"
         );
-        return n;
     }
-    best.0
+    choice.n_clusters
 }
 
 /// The first `n_columns` of each row of `vectors` (rows of `width`), scaled to unit length (zero
@@ -426,6 +422,20 @@ pub fn publish(
         converged: outcome.converged,
         largest_residual: outcome.largest_residual,
         iterations: outcome.iterations,
+        n_clusters_from: if params.n_clusters > 0 {
+            "config"
+        } else {
+            "eigengap"
+        }
+        .into(),
+        eigengap: (params.n_clusters == 0).then(|| {
+            let choice = eigengap(&outcome.eigenvalues);
+            EigengapRecord {
+                n_clusters: choice.n_clusters,
+                first_k: choice.first_k,
+                log_ratios: choice.log_ratios,
+            }
+        }),
     });
     global.spectral = Some(SpectralSummary {
         eigenvalues: outcome.eigenvalues,
@@ -612,19 +622,5 @@ mod tests {
         let outcome = spectral_on_operator(&op, &SerialReduce, op.n, 0, &params, Some(&known));
         assert!(outcome.converged);
         assert!(outcome.eigenvalues.iter().all(|&v| v == 1.0));
-    }
-
-    #[test]
-    fn eigengap_choice() {
-        assert_eq!(choose_n_clusters(&[1.0, 0.99, 0.98, 0.5, 0.45]), 3);
-        assert_eq!(choose_n_clusters(&[1.0, 1.0, 1.0, 0.2]), 3);
-        assert_eq!(choose_n_clusters(&[1.0, 0.9]), 2);
-        // A gap after the first eigenvalue alone is not a clustering: k is at least 2.
-        assert_eq!(choose_n_clusters(&[1.0, 0.2, 0.19, 0.1]), 3);
-        // No gap beyond rounding among the computed eigenvalues: all of them.
-        assert_eq!(
-            choose_n_clusters(&[1.0, 1.0 - 1e-14, 1.0 - 2e-14, 1.0 - 3e-14]),
-            4
-        );
     }
 }

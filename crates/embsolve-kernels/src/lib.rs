@@ -4,6 +4,7 @@
 //! or a plotting library (checked by the workspace's tidy test).
 
 pub mod csr;
+pub mod eigengap;
 pub mod error;
 pub mod exact;
 pub mod fft;
