@@ -106,7 +106,7 @@ def eigenpair_peers(affinity, n_eigs, tol, seed, reference):
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
     values, vectors = lobpcg(operator, rng.standard_normal((operator.shape[0], n_eigs)),
-                             largest=True, tol=tol, maxiter=2000)
+                             largest=True, tol=tol, maxiter=300)
     seconds = time.perf_counter() - start
     order = np.argsort(values)[::-1]
     rows.append(dict(peer="scipy lobpcg (whole graph)", stage="eigenpairs", seconds=seconds,
@@ -248,12 +248,12 @@ def main():
             embeddings, truth = load_dataset(dataset)
             args.n, args.dim = embeddings.shape
             args.clusters = int(truth.max()) + 1
-            name = dataset.name
+            tag = dataset.name
         else:
             dataset = Path(tmp) / "blobs"
             embeddings, truth = generate(dataset, args.n, args.dim, args.clusters, args.noise,
                                          args.seed)
-            name = f"{args.n}" if args.noise == 2.5 else f"{args.n}_noise{args.noise:g}"
+            tag = f"{args.n}" if args.noise == 2.5 else f"{args.n}_noise{args.noise:g}"
         if args.embsolve_only:
             args.pipeline, args.skip_sklearn = True, True
             reference = None
@@ -336,7 +336,7 @@ def main():
     for row in rows:
         if row["stage"] == "eigenpairs" and arpack:
             row["ratio_vs_arpack"] = row["seconds"] / arpack[0]
-    path = args.out / f"spectral_{name}.csv"
+    path = args.out / f"spectral_{tag}_eigs{args.n_eigs}.csv"
     fields = ["n", "dim", "k", "n_eigs", "true_k", "peer", "stage", "seconds", "ari", "n_clusters",
               "max_eig_diff", "residual", "iterations", "converged", "knn_s", "spectral_s",
               "ratio_vs_sklearn", "ratio_vs_arpack"]

@@ -76,17 +76,18 @@ def normalized_adjacency_eigenvalues(results_h5):
     return np.linalg.eigvalsh(inv[:, None] * w * inv[None, :])[::-1]
 
 
-@pytest.mark.parametrize("noise,n_eigs", [(10, 100), (10, 300), (14, 60)])
+@pytest.mark.parametrize("noise", [10, 14])
+@pytest.mark.parametrize("n_eigs", [60, 100, 150, 300])
 def test_many_eigenpairs_converge_inside_the_spectrum(tmp_path, noise, n_eigs):
     """Many components of ~100 rows with n_eigs close to their size, and one component with a
     clustered top spectrum: converged, inside [-1, 1], equal to the dense reference within 1e-8,
-    and identical at 1 and 3 ranks."""
+    and bit for bit the same at 1, 2 and 3 ranks."""
     from conftest import run_bin
     data = tmp_path / "b.h5"
     run_bin("generate", "--kind", "blobs", "--n", 2400, "--dim", 256, "--clusters", 23, "--noise", noise,
             "--seed", 1, "--format", "hdf5", "--out", data)
     eigenvalues = {}
-    for n_ranks in (1, 3):
+    for n_ranks in (1, 2, 3):
         out = tmp_path / f"out{n_ranks}"
         config = write_config(tmp_path / f"c{n_ranks}.toml", data, out, knn={"k": 10},
                               spectral={"n_eigs": n_eigs, "n_clusters": 23})
@@ -96,7 +97,8 @@ def test_many_eigenpairs_converge_inside_the_spectrum(tmp_path, noise, n_eigs):
         eigenvalues[n_ranks] = np.array(results["eigenvalues"])
     values = eigenvalues[1]
     assert np.all(np.abs(values) <= 1.0 + 1e-8), values.max()
-    np.testing.assert_allclose(eigenvalues[3], values, rtol=1e-6, atol=1e-12)
+    for n_ranks in (2, 3):
+        np.testing.assert_array_equal(eigenvalues[n_ranks], values)
     reference = normalized_adjacency_eigenvalues(tmp_path / "out1" / "results.h5")[:n_eigs]
     np.testing.assert_allclose(values, reference, atol=1e-8)
 

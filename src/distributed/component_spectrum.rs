@@ -8,7 +8,8 @@
 //! must resolve, while within one component they are well separated.
 //!
 //! 1. The eigenvalue 1 of each component is known exactly ([`component_eigenpairs`]).
-//! 2. A component of at most [`local_limit`] rows is gathered whole onto one rank (components are
+//! 2. A component of at most [`local_limit`] rows (or one the dense solver takes, up to
+//!    [`DENSE_ROWS_CAP`] rows) is gathered whole onto one rank (components are
 //!    dealt to the least-loaded rank, largest first) and solved there: densely up to
 //!    [`DENSE_ROWS`] rows or [`DENSE_ROWS_PER_PAIR`] rows per wanted pair, by serial Lanczos with its eigenvalue-1 vector locked otherwise. Each
 //!    gives its `want` largest other eigenpairs; the ranks solve different components at once.
@@ -48,6 +49,17 @@ pub const DENSE_ROWS_PER_PAIR: usize = 8;
 pub fn solves_densely(n: usize, want: usize) -> bool {
     n <= DENSE_ROWS || n <= DENSE_ROWS_PER_PAIR * (want + 1)
 }
+/// Largest component solved densely (a dense solve of this size takes about a minute). Up to it,
+/// a component that `solves_densely` is gathered onto one rank whatever its share of the rows:
+/// there the Krylov basis would span a large part of the space, and the dense solve is cheaper.
+pub const DENSE_ROWS_CAP: usize = 4096;
+
+/// Whether a component of `rows` rows (with `want` wanted pairs) is gathered and solved on one
+/// rank, for a graph whose gather limit is `limit` rows.
+pub fn gathered(rows: usize, limit: usize, want: usize) -> bool {
+    rows <= limit || (rows <= DENSE_ROWS_CAP && solves_densely(rows, want))
+}
+
 /// Largest component gathered onto one rank, whatever the graph size.
 const LOCAL_ROWS_CAP: usize = 1 << 20;
 /// A component gathered onto one rank holds at most 1 / `LOCAL_FRACTION` of the graph's rows, so
@@ -165,7 +177,7 @@ pub fn component_spectrum(
     }
 
     let limit = local_limit(graph.n_rows);
-    let local: BTreeMap<u64, usize> = deal(&table, limit, comm.size());
+    let local: BTreeMap<u64, usize> = deal(&table, limit, want, comm.size());
     let large_rows: u64 = table
         .iter()
         .filter(|c| !local.contains_key(&c.label))
@@ -353,9 +365,16 @@ fn known_residuals(
 
 /// The rank that solves each component of at most `limit` rows: largest first (then smallest
 /// label) to the rank with the fewest rows so far (then the lowest rank).
-fn deal(table: &[ComponentInfo], limit: usize, n_ranks: usize) -> BTreeMap<u64, usize> {
-    let mut small: Vec<&ComponentInfo> =
-        table.iter().filter(|c| c.rows as usize <= limit).collect();
+fn deal(
+    table: &[ComponentInfo],
+    limit: usize,
+    want: usize,
+    n_ranks: usize,
+) -> BTreeMap<u64, usize> {
+    let mut small: Vec<&ComponentInfo> = table
+        .iter()
+        .filter(|c| gathered(c.rows as usize, limit, want))
+        .collect();
     small.sort_by_key(|c| (Reverse(c.rows), c.label));
     // (rows so far, rank), least first.
     let mut load: BinaryHeap<Reverse<(u64, usize)>> =
@@ -576,13 +595,17 @@ mod tests {
             info(30, 500),
             info(40, 5),
         ];
-        let owner = deal(&table, 100, 2);
+        let owner = deal(&table, 100, 1, 2);
         // 500 rows exceed the limit; 50 -> rank 0, 30 -> rank 1, 30 -> rank 1 (30 < 50),
         // 5 -> rank 0 (50 < 60).
         let expected: BTreeMap<u64, usize> = [(0, 0), (10, 1), (20, 1), (40, 0)].into();
         assert_eq!(owner, expected);
-        let one: Vec<usize> = deal(&table, 100, 1).into_values().collect();
+        let one: Vec<usize> = deal(&table, 100, 1, 1).into_values().collect();
         assert_eq!(one, vec![0; 4]);
+        // With 62 wanted pairs the 500 rows go to the dense solver, gathered first.
+        let dense = deal(&table, 100, 62, 2);
+        assert_eq!(dense[&30], 0);
+        assert_eq!(dense.len(), 5);
     }
 
     #[test]

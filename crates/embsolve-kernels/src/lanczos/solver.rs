@@ -12,8 +12,11 @@ use crate::linop::{LinOp, Reduce};
 const EXTRA_BASIS: usize = 24;
 /// Krylov vectors of a check for missed eigenvalues.
 const CHECK_BASIS: usize = 24;
-/// Steps between convergence tests inside a cycle (each solves the projected problem).
+/// Fewest steps between convergence tests inside a cycle (each solves the projected problem).
 const RITZ_EVERY: usize = 4;
+/// Flops of the projected eigenproblem of size m, as a multiple of m^3 (reduction to tridiagonal
+/// form, the implicit QR with vectors and their back-transformation).
+const RITZ_FLOPS: f64 = 10.0;
 /// A Gram-Schmidt pass that leaves less than this fraction of the norm is repeated.
 const REORTHOGONALISE_BELOW: f64 = 1.0 / 128.0;
 /// A new vector this much shorter than the operator scale means an invariant subspace.
@@ -144,6 +147,7 @@ impl Solver<'_> {
             let mut size = active;
             let mut last_beta = 0.0;
             let mut exhausted = false;
+            let mut since_test = 0;
             for j in kept..active {
                 self.basis.column(base + j, &mut self.x);
                 self.op.apply(&self.x, &mut self.w);
@@ -158,9 +162,15 @@ impl Solver<'_> {
                     .max(beta);
                 let scale = self.op_scale.max(f64::MIN_POSITIVE);
                 let at_limit = self.iterations >= self.max_iter;
-                // The projected eigenproblem is O(m^3): solved every `RITZ_EVERY` steps only.
-                if j + 1 >= want && j + 1 < active && !at_limit && (j + 1 - want) % RITZ_EVERY == 0
+                // The projected eigenproblem is O(m^3): tested only when the steps since the last
+                // test cost at least as much as a test.
+                since_test += 1;
+                if j + 1 >= want
+                    && j + 1 < active
+                    && !at_limit
+                    && since_test >= self.test_interval(base + j + 1, j + 1)
                 {
+                    since_test = 0;
                     let (values, _, residuals) = ritz(&h, active, j + 1, beta);
                     if self.finished(&values, &residuals, want, stop_below) {
                         size = j + 1;
@@ -236,6 +246,16 @@ impl Solver<'_> {
                 h[kept * active + i] = coupling;
             }
         }
+    }
+
+    /// Steps between convergence tests at a projected size `size` over `columns` basis columns:
+    /// at least `RITZ_EVERY`, and enough that the Gram-Schmidt steps in between (about
+    /// 4 n columns flops each) cost as much as the test. Depends on the global dimension only, so
+    /// every rank and rank count tests at the same steps.
+    fn test_interval(&self, columns: usize, size: usize) -> usize {
+        let test = RITZ_FLOPS * (size as f64).powi(3);
+        let step = 4.0 * self.n_global as f64 * columns as f64;
+        RITZ_EVERY.max((test / step.max(1.0)).ceil() as usize)
     }
 
     /// Whether the `want` leading Ritz pairs have converged (residual at most tol times the
