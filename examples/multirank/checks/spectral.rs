@@ -110,14 +110,7 @@ pub(super) fn check_spectral_by_component(comm: &dyn Comm) -> Result<(), String>
                     case.name
                 ));
             }
-            let mut dense = vec![0.0; n * n];
-            for row in 0..n {
-                let (cols, values) = serial.normalized.row(row);
-                for (&c, &v) in cols.iter().zip(values) {
-                    dense[row * n + serial.global_column(c) as usize] = v;
-                }
-            }
-            let (exact, _) = dense_symmetric_eigen(n, &dense);
+            let (exact, _) = dense_symmetric_eigen(n, &dense_normalized(&serial));
             let worst = whole
                 .eigenvalues
                 .iter()
@@ -135,6 +128,19 @@ pub(super) fn check_spectral_by_component(comm: &dyn Comm) -> Result<(), String>
         }
     }
     Ok(())
+}
+
+/// The serial graph's normalised adjacency D^-1/2 W D^-1/2 as a dense row-major matrix.
+pub(super) fn dense_normalized(serial: &embsolve::distributed::graph::DistGraph) -> Vec<f64> {
+    let n = serial.layout.n_rows;
+    let mut dense = vec![0.0; n * n];
+    for row in 0..n {
+        let (cols, values) = serial.normalized.row(row);
+        for (&c, &v) in cols.iter().zip(values) {
+            dense[row * n + serial.global_column(c) as usize] = v;
+        }
+    }
+    dense
 }
 
 /// A dense symmetric matrix distributed by `RowLayout`: this rank holds its rows; `apply`

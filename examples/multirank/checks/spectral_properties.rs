@@ -6,6 +6,7 @@
 //! equal the dense eigenvalues; the distributed run must equal the serial one bit for bit.
 
 use super::graph::{crafted_knn, GraphCase};
+use super::spectral::dense_normalized;
 use embsolve_comm::{Comm, SerialComm};
 use embsolve_kernels::lanczos::{dense_symmetric_eigen, LanczosOutcome};
 use embsolve_kernels::types::{EdgeWeight, GraphParams, Metric, Symmetrize};
@@ -161,13 +162,7 @@ pub(super) fn check_spectral_random_graphs(comm: &dyn Comm) -> Result<(), String
         let case = random_case(seed);
         let (graph, serial) = case.build(comm)?;
         let n = case.n_rows;
-        let mut dense = vec![0.0; n * n];
-        for row in 0..n {
-            let (cols, values) = serial.normalized.row(row);
-            for (&c, &v) in cols.iter().zip(values) {
-                dense[row * n + serial.global_column(c) as usize] = v;
-            }
-        }
+        let dense = dense_normalized(&serial);
         let (exact, _) = dense_symmetric_eigen(n, &dense);
         for n_eigs in [1usize, 9, 40] {
             let n_eigs = n_eigs.min(n);
