@@ -12,6 +12,7 @@ pub mod kmeans;
 pub mod knn;
 pub mod lanczos;
 pub mod layout;
+pub mod leiden;
 pub mod linop;
 pub mod pagerank;
 pub mod pca;
