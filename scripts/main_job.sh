@@ -107,6 +107,9 @@ run = json.load(open(sys.argv[1]))
 r = run["results"]
 print(f"rows {run['n_rows']} x dim {run['dim']} on {run['n_ranks']} ranks ({run['backend']}, "
       f"{run['threads_per_rank']} threads/rank)")
+leiden = r.get("leiden") or {}
+print(f"Leiden communities {leiden.get('n_clusters')} (modularity {leiden.get('modularity', float('nan')):.4f}, "
+      f"no cluster count given; 48 genes)")
 print(f"components {r.get('n_components')}, PageRank iterations {r.get('pagerank_iterations')}, "
       f"spectral clusters {r.get('n_clusters')} (from {r.get('spectral', {}).get('n_clusters_from')}; 48 genes)")
 for name, value in r.get("ari", {}).items():

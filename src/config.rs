@@ -28,6 +28,8 @@ pub struct RunConfig {
     #[serde(default)]
     pub pagerank: PagerankSection,
     #[serde(default)]
+    pub leiden: LeidenSection,
+    #[serde(default)]
     pub spectral: SpectralSection,
     #[serde(default)]
     pub fft: FftSection,
@@ -113,6 +115,52 @@ impl Default for PagerankSection {
             damping: 0.85,
             tol: 1e-10,
             max_iter: 200,
+        }
+    }
+}
+
+/// What Leiden optimises.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LeidenObjective {
+    Modularity,
+    Cpm,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeidenSection {
+    pub enabled: bool,
+    pub objective: LeidenObjective,
+    pub resolution: f64,
+    pub seed: u64,
+    /// Passes at most; 0 = until a pass changes nothing.
+    pub max_iterations: usize,
+}
+
+impl Default for LeidenSection {
+    fn default() -> Self {
+        LeidenSection {
+            enabled: true,
+            objective: LeidenObjective::Modularity,
+            resolution: 1.0,
+            seed: 0,
+            max_iterations: 0,
+        }
+    }
+}
+
+impl LeidenSection {
+    /// The kernel's parameters.
+    pub fn params(&self) -> embsolve_kernels::leiden::LeidenParams {
+        embsolve_kernels::leiden::LeidenParams {
+            objective: match self.objective {
+                LeidenObjective::Modularity => embsolve_kernels::leiden::Objective::Modularity,
+                LeidenObjective::Cpm => embsolve_kernels::leiden::Objective::Cpm,
+            },
+            resolution: self.resolution,
+            max_iterations: self.max_iterations,
+            seed: self.seed,
         }
     }
 }
@@ -272,6 +320,9 @@ impl RunConfig {
                 "graph.min_similarity",
                 "applies to the cosine and ip metrics only (knn.metric = \"l2\")",
             );
+        }
+        if !(self.leiden.resolution.is_finite() && self.leiden.resolution > 0.0) {
+            return bad("leiden.resolution", "must be a positive number");
         }
         if !(self.pagerank.damping > 0.0 && self.pagerank.damping < 1.0) {
             return bad("pagerank.damping", "must be in (0, 1)");

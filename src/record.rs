@@ -36,6 +36,8 @@ pub struct ResultsRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pagerank_iterations: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub leiden: Option<embsolve_kernels::results::LeidenSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub n_clusters: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eigenvalues: Option<Vec<f64>>,
@@ -88,6 +90,8 @@ pub struct EigengapRecord {
 pub struct AriRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub components: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leiden: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spectral: Option<f64>,
 }

@@ -95,3 +95,36 @@ def test_kaptive_automatic_cluster_count_is_near_the_gene_count(tmp_path, kaptiv
     assert len(gap["log_ratios"]) == len(results["eigenvalues"]) - 2
     assert abs(chosen - n_genes) <= 0.2 * n_genes, f"chose {chosen} clusters for {n_genes} genes"
     assert adjusted_rand_score(truth, labels) >= 0.85
+
+
+def test_kaptive_leiden_matches_leidenalg_on_the_same_graph_at_any_rank_count(tmp_path, kaptive):
+    """The default Leiden (no cluster count given) against leidenalg on embsolve's own graph: ARI
+    at least leidenalg's minus 0.01, modularity at least leidenalg's minus 0.005; the same labels at 1
+    and 3 ranks."""
+    leidenalg = pytest.importorskip("leidenalg")
+    import igraph as ig
+    dataset, truth = kaptive
+    labels = {}
+    for n_ranks in (1, 3):
+        out = tmp_path / f"leiden{n_ranks}"
+        config = write_config(tmp_path / f"leiden{n_ranks}.toml", dataset, out,
+                              input={"label_column": "label"}, knn={"k": 16, "metric": "cosine"},
+                              graph={"weight": "similarity"}, spectral={"enabled": False})
+        run_mpi(n_ranks, "run", config, timeout=600)
+        with h5py.File(out / "results.h5") as h5:
+            labels[n_ranks] = h5["/leiden/labels"][()]
+            indices = h5["/knn/indices"][()]
+            distances = h5["/knn/distances"][()].astype(np.float64)
+        results = json.loads((out / "run.json").read_text())["results"]
+    np.testing.assert_array_equal(labels[1], labels[3])
+    affinity = sp.triu(same_graph(indices, distances), k=1).tocoo()
+    g = ig.Graph(n=len(truth), edges=list(zip(affinity.row.tolist(), affinity.col.tolist())))
+    g.es["weight"] = affinity.data.tolist()
+    theirs = leidenalg.find_partition(g, leidenalg.RBConfigurationVertexPartition, weights="weight",
+                                      n_iterations=-1, seed=0).membership
+    ours = adjusted_rand_score(truth, labels[1])
+    assert abs(ours - results["ari"]["leiden"]) < 1e-9
+    assert ours >= adjusted_rand_score(truth, theirs) - 0.01
+    our_q = g.modularity(labels[1].tolist(), weights="weight")
+    assert abs(our_q - results["leiden"]["modularity"]) < 1e-9
+    assert our_q >= g.modularity(theirs, weights="weight") - 0.005

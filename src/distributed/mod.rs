@@ -8,6 +8,7 @@ pub mod fft;
 pub mod graph;
 pub mod ids;
 pub mod knn;
+pub mod leiden;
 pub mod pagerank;
 pub mod preprocess;
 pub mod spectral;

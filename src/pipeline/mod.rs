@@ -1,5 +1,5 @@
 //! The SPMD driver. It reads like the job: setup -> read -> preprocess -> knn -> graph ->
-//! components -> pagerank -> spectral -> fft -> write. Every phase goes through the stage helper
+//! components -> pagerank -> leiden -> spectral -> fft -> write. Every phase goes through the stage helper
 //! (`stage.rs`: timed, max over ranks; checkpointed where worth it; failures agreed on, so no rank
 //! waits alone in a collective; a safe point after it). Each phase's outcome fills its own part of
 //! the results (`crate::record` for `run.json`, `GlobalResults`/`LocalResults` for `results.h5`).
@@ -215,7 +215,7 @@ fn read_and_preprocess(ctx: &mut Context) -> Result<Prepared> {
     })
 }
 
-/// knn -> graph -> components -> pagerank -> spectral -> fft. Returns the kNN backend's name and
+/// knn -> graph -> components -> pagerank -> leiden -> spectral -> fft. Returns the kNN backend's name and
 /// the `run.json` results.
 fn run_solvers(
     ctx: &mut Context,
@@ -271,6 +271,14 @@ fn run_solvers(
             ))
         })?;
         distributed::pagerank::publish(outcome, &mut record, global, local);
+    }
+
+    if config.leiden.enabled {
+        let outcome = ctx.stage("leiden", || {
+            Ok(distributed::leiden::leiden(comm, &graph, &config.leiden))
+        })?;
+        ari.leiden = truth.map(|t| distributed::ari::adjusted_rand_index(comm, t, &outcome.labels));
+        distributed::leiden::publish(outcome, &mut record, global, local);
     }
 
     if config.spectral.enabled {

@@ -1,7 +1,7 @@
 //! `results.h5`: rank 0 creates the file with every dataset at its full size, then each rank in
 //! turn writes its own row slices by hyperslab (serial HDF5, one writer at a time).
 //!
-//! Layout (SPEC "Outputs"): `/ids`, `/knn/{indices,distances}`, `/components/labels`,
+//! Layout (SPEC "Outputs"): `/ids`, `/knn/{indices,distances}`, `/components/labels`, `/leiden/labels`,
 //! `/pagerank/scores`, `/spectral/{eigenvalues,embedding,labels}`, `/fft/{mean_power,features}`,
 //! `/fft/period3/{seq,start,score}`, `/stats/{mean,norm_min,norm_max}` and the root attributes
 //! `config`, `version`, `n_ranks`. `io::results_reader` reads the same names back.
@@ -151,6 +151,14 @@ pub fn create(path: &Path, global: &GlobalResults) -> Result<()> {
         w.attr(&scores, "iterations", pagerank.iterations as i64)?;
         w.attr(&scores, "residual", pagerank.residual)?;
     }
+    if let Some(leiden) = &global.leiden {
+        w.group("leiden")?;
+        let labels = w.dataset::<i64>("leiden/labels", &[n])?;
+        w.attr(&labels, "n_clusters", leiden.n_clusters as i64)?;
+        w.attr(&labels, "modularity", leiden.modularity)?;
+        w.attr(&labels, "iterations", leiden.iterations as i64)?;
+        w.attr(&labels, "converged", u8::from(leiden.converged))?;
+    }
     if let Some(spectral) = &global.spectral {
         w.group("spectral")?;
         let eigenvalues = w.dataset_with("spectral/eigenvalues", &spectral.eigenvalues)?;
@@ -230,6 +238,9 @@ pub fn write_local(path: &Path, global: &GlobalResults, local: &LocalResults) ->
     if let (Some(_), Some(scores)) = (&global.pagerank, &local.pagerank_scores) {
         w.rows_1d("pagerank/scores", start, scores)?;
     }
+    if let (Some(_), Some(labels)) = (&global.leiden, &local.leiden_labels) {
+        w.rows_1d("leiden/labels", start, labels)?;
+    }
     if global.spectral.is_some() {
         if let Some(embedding) = &local.spectral_embedding {
             w.rows_2d("spectral/embedding", start, embedding.view())?;
@@ -258,7 +269,7 @@ pub fn write_local(path: &Path, global: &GlobalResults, local: &LocalResults) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use embsolve_kernels::results::{FftSummary, PagerankSummary, SpectralSummary};
+    use embsolve_kernels::results::{FftSummary, LeidenSummary, PagerankSummary, SpectralSummary};
     use ndarray::Array2;
 
     fn global(n: usize, string_ids: bool) -> GlobalResults {
@@ -279,6 +290,12 @@ mod tests {
             pagerank: Some(PagerankSummary {
                 iterations: 17,
                 residual: 1e-11,
+            }),
+            leiden: Some(LeidenSummary {
+                n_clusters: 2,
+                modularity: 0.375,
+                iterations: 2,
+                converged: true,
             }),
             spectral: Some(SpectralSummary {
                 eigenvalues: vec![1.0, 0.9],
@@ -313,6 +330,7 @@ mod tests {
             knn_distances: Some(rows.iter().flat_map(|&r| [r as f32, 0.5]).collect()),
             component_labels: Some(rows.iter().map(|&r| (r % 3) as i64).collect()),
             pagerank_scores: Some(rows.iter().map(|&r| r as f64 / 10.0).collect()),
+            leiden_labels: Some(rows.iter().map(|&r| (r % 2) as i64).collect()),
             spectral_embedding: Some(Array2::from_shape_fn((n_local, 2), |(i, j)| {
                 (rows[i] * 10 + j) as f32
             })),
@@ -358,6 +376,10 @@ mod tests {
         assert_eq!(distances[[3, 0]], 3.0);
         let components = file.dataset("components/labels").unwrap();
         assert_eq!(components.read_raw::<i64>().unwrap(), vec![0, 1, 2, 0, 1]);
+        let leiden = file.dataset("leiden/labels").unwrap();
+        assert_eq!(leiden.read_raw::<i64>().unwrap(), vec![0, 1, 0, 1, 0]);
+        let modularity = leiden.attr("modularity").unwrap();
+        assert_eq!(modularity.read_scalar::<f64>().unwrap(), 0.375);
         assert_eq!(
             components
                 .attr("n_components")

@@ -14,6 +14,9 @@ pub struct ResultsData {
     /// Two embedding coordinates (columns 1 and 2) and the cluster of up to `max_points` rows.
     pub embedding_2d: Option<Vec<(f32, f32, i32)>>,
     pub component_labels: Option<Vec<i64>>,
+    pub leiden_labels: Option<Vec<i64>>,
+    /// Modularity (or CPM quality) of the Leiden communities.
+    pub leiden_modularity: Option<f64>,
     pub pagerank: Option<Vec<f64>>,
     pub fft_mean_power: Option<Vec<f64>>,
     /// (start, score) of the windows of the first sequence with windows.
@@ -38,12 +41,19 @@ pub fn read(path: &Path, max_points: usize) -> Result<ResultsData> {
         eigenvalues: read_vec::<f64>(&file, "spectral/eigenvalues"),
         spectral_labels: read_vec::<i32>(&file, "spectral/labels"),
         component_labels: read_vec::<i64>(&file, "components/labels"),
+        leiden_labels: read_vec::<i64>(&file, "leiden/labels"),
         pagerank: read_vec::<f64>(&file, "pagerank/scores"),
         fft_mean_power: read_vec::<f64>(&file, "fft/mean_power").or_else(|| {
             read_vec::<f32>(&file, "fft/mean_power").map(|v| v.into_iter().map(f64::from).collect())
         }),
         ..Default::default()
     };
+    if let Ok(labels) = file.dataset("leiden/labels") {
+        data.leiden_modularity = labels
+            .attr("modularity")
+            .ok()
+            .and_then(|a| a.read_scalar::<f64>().ok());
+    }
     if let Ok(labels) = file.dataset("spectral/labels") {
         data.n_clusters = labels
             .attr("n_clusters")

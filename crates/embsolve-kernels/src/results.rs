@@ -5,13 +5,14 @@ use ndarray::Array2;
 use serde::Serialize;
 
 /// Every phase `run.json` reports, in pipeline order.
-pub const PHASES: [&str; 9] = [
+pub const PHASES: [&str; 10] = [
     "read",
     "preprocess",
     "knn",
     "graph",
     "components",
     "pagerank",
+    "leiden",
     "spectral",
     "fft",
     "write",
@@ -54,6 +55,7 @@ pub struct GlobalResults {
     pub knn_k: Option<usize>,
     pub n_components: Option<u64>,
     pub pagerank: Option<PagerankSummary>,
+    pub leiden: Option<LeidenSummary>,
     pub spectral: Option<SpectralSummary>,
     pub fft: Option<FftSummary>,
 }
@@ -62,6 +64,15 @@ pub struct GlobalResults {
 pub struct PagerankSummary {
     pub iterations: usize,
     pub residual: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LeidenSummary {
+    pub n_clusters: usize,
+    /// The objective's value (modularity, or the CPM quality).
+    pub modularity: f64,
+    pub iterations: usize,
+    pub converged: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -97,6 +108,8 @@ pub struct LocalResults {
     pub knn_distances: Option<Vec<f32>>,
     pub component_labels: Option<Vec<i64>>,
     pub pagerank_scores: Option<Vec<f64>>,
+    /// Leiden community of each local row (the smallest global row of the community).
+    pub leiden_labels: Option<Vec<i64>>,
     pub spectral_embedding: Option<Array2<f32>>,
     pub spectral_labels: Option<Vec<i32>>,
     /// First global sequence index of this rank's feature rows, and the rows (n_seq_local x bins).

@@ -57,6 +57,21 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
             });
             Ok(())
         };
+    if let Some(labels) = &data.leiden_labels {
+        let sizes = group_sizes(labels.iter().copied());
+        let note = format!(
+            "{} Leiden communities (no cluster count given), modularity {}; largest {}, smallest {}.",
+            sizes.len(),
+            data.leiden_modularity
+                .map(|q| format!("{q:.4}"))
+                .unwrap_or("-".into()),
+            sizes.first().unwrap_or(&0),
+            sizes.last().unwrap_or(&0)
+        );
+        draw("leiden_sizes.png", "Leiden community sizes", &note, &|p| {
+            plot_sizes(p, &sizes, "community (by size, first 100)", "rows")
+        })?;
+    }
     if let Some(values) = &data.eigenvalues {
         let note = format!("{} eigenvalues of D^-1/2 W D^-1/2, descending; the largest gap decides the cluster count ({} clusters).",
             values.len(), data.n_clusters.map(|k| k.to_string()).unwrap_or("-".into()));
