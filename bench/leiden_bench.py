@@ -1,10 +1,12 @@
 """Leiden benchmark: the kernels crate's deterministic Leiden (`examples/leiden_bench.rs`, one
-process, one thread) against leidenalg and igraph `community_leiden` on the same graph, in the same
-run: time, modularity (computed by igraph for every partition), number of communities, ARI against
+process, one thread) against leidenalg, igraph `community_leiden` and networkit ParallelLeiden (2
+threads) on the same graph, in the same run: time, modularity (computed by igraph for every partition), number of communities, ARI against
 the labels where there are labels, and edges per second.
 
 The graph is the exact cosine kNN graph (k = 16, self excluded) of the rows, union-symmetrised with
-cosine-similarity weights (embsolve's default graph), built once with scikit-learn.
+cosine-similarity weights (embsolve's default graph), built once with scikit-learn (with
+--embsolve-knn, or above 50,000 rows, by `embsolve run` with only the kNN phase, its lists read back
+from results.h5).
 
 Usage: python bench/leiden_bench.py --out bench/runs/DATE-MACHINE --dataset data/emb/kaptive_ab20
        python bench/leiden_bench.py --out ... --n 20000 --dim 128 --clusters 20 --noise 2.5
@@ -20,8 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import h5py
 import igraph as ig
 import leidenalg
+import networkit as nk
 import numpy as np
 import scipy.sparse as sp
 from sklearn.metrics import adjusted_rand_score
@@ -39,6 +43,27 @@ def knn_graph(embeddings, k):
     nn = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(x)
     distances, indices = nn.kneighbors(n_neighbors=k)  # self excluded
     n = len(x)
+    w = sp.csr_matrix((np.maximum(1.0 - distances.ravel(), 0.0), (np.repeat(np.arange(n), k), indices.ravel())),
+                      shape=(n, n))
+    w = w.maximum(w.T).tocsr()
+    w.sort_indices()
+    return w
+
+
+def embsolve_knn_graph(dataset, k, tmp):
+    """The same graph from `embsolve run`'s exact kNN lists (only the kNN phase runs)."""
+    out = tmp / "knn_run"
+    config = tmp / "knn.toml"
+    config.write_text(f'[input]\npath = "{dataset}"\n[output]\ndir = "{out}"\ncheckpoint = false\n'
+                      f'[knn]\nk = {k}\nmetric = "cosine"\n[components]\nenabled = false\n'
+                      f'[pagerank]\nenabled = false\n[leiden]\nenabled = false\n'
+                      f'[spectral]\nenabled = false\n')
+    subprocess.run([str(ROOT / "target" / "release" / "embsolve"), "run", str(config)], check=True,
+                   capture_output=True, env=dict(__import__("os").environ, EMBSOLVE_NO_PROGRESS="1"))
+    with h5py.File(out / "results.h5") as h5:
+        indices = h5["/knn/indices"][()]
+        distances = h5["/knn/distances"][()].astype(np.float64)
+    n = len(indices)
     w = sp.csr_matrix((np.maximum(1.0 - distances.ravel(), 0.0), (np.repeat(np.arange(n), k), indices.ravel())),
                       shape=(n, n))
     w = w.maximum(w.T).tocsr()
@@ -64,17 +89,24 @@ def main():
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--resolution", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--embsolve-knn", action="store_true", help="the kNN graph from embsolve run")
+    parser.add_argument("--skip-leidenalg", action="store_true", help="leidenalg is slow on large graphs")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.dataset:
-            embeddings, truth = load_dataset(args.dataset.resolve())
+            dataset = args.dataset.resolve()
+            embeddings, truth = load_dataset(dataset)
             tag = args.dataset.name
         else:
-            embeddings, truth = generate(tmp / "blobs", args.n, args.dim, args.clusters, args.noise, args.seed)
+            dataset = tmp / "blobs"
+            embeddings, truth = generate(dataset, args.n, args.dim, args.clusters, args.noise, args.seed)
             tag = f"blobs{args.n}"
-        w = knn_graph(embeddings, args.k)
+        if args.embsolve_knn or len(embeddings) > 50_000:
+            w = embsolve_knn_graph(dataset, args.k, tmp)
+        else:
+            w = knn_graph(embeddings, args.k)
         g = as_igraph(w)
         n_edges = g.ecount()
         print(f"{tag}: {w.shape[0]} nodes, {n_edges} undirected edges", flush=True)
@@ -98,17 +130,29 @@ def main():
         record("embsolve Leiden (kernel, 1 thread)", result["leiden_s"], labels,
                dict(own_modularity=result["modularity"], iterations=result["iterations"]))
 
-        start = time.perf_counter()
-        partition = leidenalg.find_partition(g, leidenalg.RBConfigurationVertexPartition, weights="weight",
-                                             resolution_parameter=args.resolution, n_iterations=-1,
-                                             seed=args.seed)
-        record("leidenalg (RBConfiguration, until stable)", time.perf_counter() - start, partition.membership)
+        if not args.skip_leidenalg:
+            start = time.perf_counter()
+            partition = leidenalg.find_partition(g, leidenalg.RBConfigurationVertexPartition,
+                                                 weights="weight", resolution_parameter=args.resolution,
+                                                 n_iterations=-1, seed=args.seed)
+            record("leidenalg (RBConfiguration, until stable)", time.perf_counter() - start,
+                   partition.membership)
 
         start = time.perf_counter()
         communities = g.community_leiden(objective_function="modularity", weights="weight",
                                          resolution=args.resolution, n_iterations=-1)
         record("igraph community_leiden (modularity, until stable)", time.perf_counter() - start,
                communities.membership)
+
+        nk.setNumberOfThreads(2)
+        upper = sp.triu(w, k=1).tocoo()
+        nkg = nk.Graph(w.shape[0], weighted=True)
+        nkg.addEdges((upper.data, (upper.row, upper.col)))
+        start = time.perf_counter()
+        algorithm = nk.community.ParallelLeiden(nkg, gamma=args.resolution)
+        algorithm.run()
+        seconds = time.perf_counter() - start
+        record("networkit ParallelLeiden (2 threads)", seconds, algorithm.getPartition().getVector())
 
     path = args.out / f"leiden_{tag}.csv"
     fields = ["peer", "seconds", "modularity", "n_communities", "ari", "edges_per_s", "own_modularity",
