@@ -145,13 +145,13 @@ fn move_nodes(level: &Level, community: &mut [usize], factor: f64, seed: u64) {
         let stay = own - factor * a_v * (total[current] - a_v);
         // Candidates: neighbouring communities and an empty one; strictly better than staying.
         let mut best = (current, 0.0f64);
-        scratch.touched.sort_unstable();
         for &c in &scratch.touched {
             if c == current {
                 continue;
             }
             let gain = scratch.weight[c] - factor * a_v * total[c] - stay;
-            if gain > best.1 {
+            // Ties between candidates go to the smaller id; staying wins ties with it.
+            if gain > best.1 || (gain == best.1 && best.0 != current && c < best.0) {
                 best = (c, gain);
             }
         }
@@ -226,7 +226,6 @@ fn refine(level: &Level, community: &[usize], factor: f64, seed: u64) -> Vec<usi
             }
         }
         let mut best: Option<(usize, f64)> = None;
-        scratch.touched.sort_unstable();
         for &c in &scratch.touched {
             if c == refined[v] {
                 continue;
@@ -237,7 +236,8 @@ fn refine(level: &Level, community: &[usize], factor: f64, seed: u64) -> Vec<usi
                 continue;
             }
             let gain = scratch.weight[c] - factor * a_v * refined_weight[c];
-            if gain >= 0.0 && best.is_none_or(|(_, g)| gain > g) {
+            // The largest gain, ties to the smaller id.
+            if gain >= 0.0 && best.is_none_or(|(b, g)| gain > g || (gain == g && c < b)) {
                 best = Some((c, gain));
             }
         }
@@ -273,17 +273,27 @@ fn renumber(group: &[usize]) -> (Vec<usize>, usize) {
 /// The graph of the groups (`group[v]` dense ids < n_groups): summed weights, self loops for the
 /// weight inside a group (each ordered pair once), summed node weights.
 fn aggregate(level: &Level, group: &[usize], n_groups: usize) -> Level {
-    let mut members: Vec<Vec<usize>> = vec![Vec::new(); n_groups];
+    // The nodes of each group, in node order (a counting sort).
+    let mut first = vec![0usize; n_groups + 1];
+    for &g in group {
+        first[g + 1] += 1;
+    }
+    for g in 0..n_groups {
+        first[g + 1] += first[g];
+    }
+    let mut fill = first.clone();
+    let mut nodes_by_group = vec![0usize; group.len()];
     for (v, &g) in group.iter().enumerate() {
-        members[g].push(v);
+        nodes_by_group[fill[g]] = v;
+        fill[g] += 1;
     }
     let mut rows = vec![0];
     let mut cols = Vec::new();
     let mut weights = Vec::new();
     let mut node_weight = vec![0.0; n_groups];
     let mut scratch = Neighbourhood::new(n_groups);
-    for (g, nodes) in members.iter().enumerate() {
-        for &v in nodes {
+    for g in 0..n_groups {
+        for &v in &nodes_by_group[first[g]..first[g + 1]] {
             node_weight[g] += level.node_weight[v];
             for (u, w) in level.neighbours(v) {
                 scratch.add(group[u], w);
