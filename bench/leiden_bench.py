@@ -38,16 +38,21 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "target" / "release" / "examples" / "leiden_bench"
 
 
-def knn_graph(embeddings, k):
-    x = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    nn = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(x)
-    distances, indices = nn.kneighbors(n_neighbors=k)  # self excluded
-    n = len(x)
+def union_similarity_graph(indices, distances):
+    """W from cosine kNN lists (n x k): union-symmetrised, weights 1 - distance clipped at 0."""
+    n, k = indices.shape
     w = sp.csr_matrix((np.maximum(1.0 - distances.ravel(), 0.0), (np.repeat(np.arange(n), k), indices.ravel())),
                       shape=(n, n))
     w = w.maximum(w.T).tocsr()
     w.sort_indices()
     return w
+
+
+def knn_graph(embeddings, k):
+    x = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    nn = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(x)
+    distances, indices = nn.kneighbors(n_neighbors=k)  # self excluded
+    return union_similarity_graph(indices, distances)
 
 
 def embsolve_knn_graph(dataset, k, tmp):
@@ -63,12 +68,7 @@ def embsolve_knn_graph(dataset, k, tmp):
     with h5py.File(out / "results.h5") as h5:
         indices = h5["/knn/indices"][()]
         distances = h5["/knn/distances"][()].astype(np.float64)
-    n = len(indices)
-    w = sp.csr_matrix((np.maximum(1.0 - distances.ravel(), 0.0), (np.repeat(np.arange(n), k), indices.ravel())),
-                      shape=(n, n))
-    w = w.maximum(w.T).tocsr()
-    w.sort_indices()
-    return w
+    return union_similarity_graph(indices, distances)
 
 
 def as_igraph(w):

@@ -14,8 +14,11 @@ use embsolve_kernels::csr::Csr;
 use embsolve_kernels::lanczos::LanczosParams;
 use embsolve_kernels::linop::SerialReduce;
 use embsolve_kernels::unionfind::UnionFind;
-use std::path::Path;
 use std::time::Instant;
+
+#[path = "common/csr_files.rs"]
+mod csr_files;
+use csr_files::{read_csr, Args};
 
 /// The normalised adjacency of a CSR graph.
 struct NormalizedCsr {
@@ -50,42 +53,19 @@ impl NormalizedCsr {
     }
 }
 
-fn read_raw<T: bytemuck::Pod>(path: &Path) -> Vec<T> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    bytemuck::pod_collect_to_vec(&bytes)
-}
-
 fn main() {
     env_logger::init();
-    let args: Vec<String> = std::env::args().collect();
-    if args.len() != 7 {
-        eprintln!("usage: spectral_bench DIR N_EIGS N_CLUSTERS TOL MAX_ITER SEED");
-        std::process::exit(2);
-    }
-    let dir = Path::new(&args[1]);
-    let number = |i: usize| -> f64 {
-        args[i]
-            .parse()
-            .unwrap_or_else(|_| panic!("argument {i} is not a number: {}", args[i]))
-    };
+    let args = Args::parse("spectral_bench DIR N_EIGS N_CLUSTERS TOL MAX_ITER SEED", 5);
     let params = SpectralSection {
-        n_eigs: number(2) as usize,
-        n_clusters: number(3) as usize,
-        tol: number(4),
-        max_iter: number(5) as usize,
-        seed: number(6) as u64,
+        n_eigs: args.number(0) as usize,
+        n_clusters: args.number(1) as usize,
+        tol: args.number(2),
+        max_iter: args.number(3) as usize,
+        seed: args.number(4) as u64,
         ..Default::default()
     };
     let start = Instant::now();
-    let indptr: Vec<usize> = read_raw::<i64>(&dir.join("indptr.i64"))
-        .into_iter()
-        .map(|v| v as usize)
-        .collect();
-    let indices: Vec<usize> = read_raw::<i64>(&dir.join("indices.i64"))
-        .into_iter()
-        .map(|v| v as usize)
-        .collect();
-    let weights: Vec<f64> = read_raw(&dir.join("weights.f64"));
+    let (indptr, indices, weights) = read_csr(&args.dir);
     let operator = NormalizedCsr::new(indptr, indices, weights);
     let n_rows = operator.degrees.len();
     let load_s = start.elapsed().as_secs_f64();
@@ -131,7 +111,7 @@ fn main() {
         .iter()
         .flat_map(|l| l.to_le_bytes())
         .collect();
-    std::fs::write(dir.join("labels.i32"), labels).expect("write labels");
+    std::fs::write(args.dir.join("labels.i32"), labels).expect("write labels");
     let json = serde_json::json!({
         "n_rows": n_rows,
         "threads": rayon::current_num_threads(),

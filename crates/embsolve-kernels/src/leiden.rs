@@ -417,11 +417,11 @@ pub fn leiden(graph: &Csr, params: &LeidenParams) -> LeidenOutcome {
 /// partition changed.
 fn one_pass(base: &Level, membership: &mut [usize], factor: f64, seed: u64) -> bool {
     let n = base.n();
-    let before = renumber(membership).0;
+    let (before, _) = renumber(membership);
     // node_of[v]: the current level's node holding original node v.
     let mut node_of: Vec<usize> = (0..n).collect();
     let mut level_owned: Option<Level> = None;
-    let (mut community, _) = renumber(membership);
+    let mut community = before.clone();
     loop {
         let level = level_owned.as_ref().unwrap_or(base);
         move_nodes(level, &mut community, factor, seed);
