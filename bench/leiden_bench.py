@@ -1,7 +1,8 @@
 """Leiden benchmark: the kernels crate's deterministic Leiden (`examples/leiden_bench.rs`, one
-process, one thread) against leidenalg, igraph `community_leiden` and networkit ParallelLeiden (2
-threads) on the same graph, in the same run: time, modularity (computed by igraph for every partition), number of communities, ARI against
-the labels where there are labels, and edges per second.
+process, --threads threads, default 2) against leidenalg, igraph `community_leiden` and networkit
+ParallelLeiden (as many threads) on the same graph, in the same run: time, modularity (computed
+by igraph for every partition), number of communities, ARI against the labels where there are
+labels, and edges per second.
 
 The graph is the exact cosine kNN graph (k = 16, self excluded) of the rows, union-symmetrised with
 cosine-similarity weights (embsolve's default graph), built once with scikit-learn (with
@@ -16,6 +17,7 @@ Writes leiden_<name>.csv and prints the table.
 import argparse
 import csv
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -64,7 +66,7 @@ def embsolve_knn_graph(dataset, k, tmp):
                       f'[pagerank]\nenabled = false\n[leiden]\nenabled = false\n'
                       f'[spectral]\nenabled = false\n')
     subprocess.run([str(ROOT / "target" / "release" / "embsolve"), "run", str(config)], check=True,
-                   capture_output=True, env=dict(__import__("os").environ, EMBSOLVE_NO_PROGRESS="1"))
+                   capture_output=True, env=dict(os.environ, EMBSOLVE_NO_PROGRESS="1"))
     with h5py.File(out / "results.h5") as h5:
         indices = h5["/knn/indices"][()]
         distances = h5["/knn/distances"][()].astype(np.float64)
@@ -90,6 +92,7 @@ def main():
     parser.add_argument("--resolution", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--embsolve-knn", action="store_true", help="the kNN graph from embsolve run")
+    parser.add_argument("--threads", type=int, default=2, help="for embsolve and networkit")
     parser.add_argument("--skip-leidenalg", action="store_true", help="leidenalg is slow on large graphs")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -124,10 +127,11 @@ def main():
         w.indices.astype("<i8").tofile(tmp / "indices.i64")
         w.data.astype("<f8").tofile(tmp / "weights.f64")
         done = subprocess.run([str(EXAMPLE), str(tmp), str(args.resolution), "0", str(args.seed)],
-                              capture_output=True, text=True, check=True)
+                              capture_output=True, text=True, check=True,
+                              env=dict(os.environ, RAYON_NUM_THREADS=str(args.threads)))
         result = json.loads(done.stdout.strip().splitlines()[-1])
         labels = np.fromfile(tmp / "labels.i64", dtype="<i8")
-        record("embsolve Leiden (kernel, 1 thread)", result["leiden_s"], labels,
+        record(f"embsolve Leiden (kernel, {args.threads} threads)", result["leiden_s"], labels,
                dict(own_modularity=result["modularity"], iterations=result["iterations"]))
 
         if not args.skip_leidenalg:
@@ -144,7 +148,7 @@ def main():
         record("igraph community_leiden (modularity, until stable)", time.perf_counter() - start,
                communities.membership)
 
-        nk.setNumberOfThreads(2)
+        nk.setNumberOfThreads(args.threads)
         upper = sp.triu(w, k=1).tocoo()
         nkg = nk.Graph(w.shape[0], weighted=True)
         nkg.addEdges((upper.data, (upper.row, upper.col)))
@@ -152,7 +156,7 @@ def main():
         algorithm = nk.community.ParallelLeiden(nkg, gamma=args.resolution)
         algorithm.run()
         seconds = time.perf_counter() - start
-        record("networkit ParallelLeiden (2 threads)", seconds, algorithm.getPartition().getVector())
+        record(f"networkit ParallelLeiden ({args.threads} threads)", seconds, algorithm.getPartition().getVector())
 
     path = args.out / f"leiden_{tag}.csv"
     fields = ["peer", "seconds", "modularity", "n_communities", "ari", "edges_per_s", "own_modularity",

@@ -1,7 +1,7 @@
 //! Leiden communities of the distributed graph. The graph's edges (each rank's rows of W, global
 //! columns) are gathered onto every rank and every rank runs the same serial, deterministic
-//! kernel (`embsolve_kernels::leiden`) on the same CSR, so the labels are the same bits for any
-//! rank or thread count; each rank keeps its own rows' labels. The gather costs O(edges) memory
+//! kernel (`embsolve_kernels::leiden`: serial local moving, refinement and aggregation on the
+//! rank's threads) on the same CSR, so the labels are the same bits for any rank or thread count; each rank keeps its own rows' labels. The gather costs O(edges) memory
 //! per rank (12 bytes per stored entry): about 1 GB for 1e8 entries. docs/cluster.md has the
 //! model and the path beyond it.
 

@@ -1,7 +1,12 @@
-//! Leiden communities (Traag, Waltman and van Eck 2019) of an undirected weighted graph, serial
-//! and deterministic: fast local moving with a queue, refinement (every community of the result
-//! is connected; merges inside a community only between well-connected parts), aggregation of the
+//! Leiden communities (Traag, Waltman and van Eck 2019) of an undirected weighted graph,
+//! deterministic: fast local moving with a queue, refinement (every community of the result is
+//! connected; merges inside a community only between well-connected parts), aggregation of the
 //! refined partition, repeated until a pass changes nothing.
+//!
+//! Threads: local moving is serial; refinement runs the communities in parallel (they are
+//! independent) and aggregation builds the coarse rows in parallel, both with the results of one
+//! serial sweep, so the labels are the same for any thread count. A pass whose local moving ends
+//! where the previous pass's did would repeat it, and stops there unchanged.
 //!
 //! The quality is modularity, sum over ordered pairs (A_ij - gamma k_i k_j / 2m) [c_i = c_j] / 2m,
 //! or CPM, sum over communities (e_c - gamma n_c (n_c - 1) / 2) with e_c the internal edge weight.
@@ -15,6 +20,7 @@
 //! graph, the parameters and the seed.
 
 use crate::csr::Csr;
+use rayon::prelude::*;
 
 /// What the partition optimises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,71 +194,143 @@ fn move_nodes(level: &Level, community: &mut [usize], factor: f64, seed: u64) {
 }
 
 /// Refinement of `community` on `level`: singletons merged greedily, inside each community, into
-/// well-connected refined communities. Returns the refined community of each node (ids < n).
+/// well-connected refined communities. Returns the refined community of each node (ids < n: the
+/// refined community's founding node).
+///
+/// Communities are refined independently of each other (a merge never crosses one), so they run
+/// in parallel, each visiting its own nodes in the global visiting order: the result is the same
+/// as one serial sweep for any thread count.
 fn refine(level: &Level, community: &[usize], factor: f64, seed: u64) -> Vec<usize> {
     let n = level.n();
-    let mut refined: Vec<usize> = (0..n).collect();
     let mut total_of: Vec<f64> = vec![0.0; n];
     for v in 0..n {
         total_of[community[v]] += level.node_weight[v];
     }
-    // Weight from each node to the rest of its community, and per refined community the weight to
-    // the rest of its community (starts as the node's own).
-    let inside: Vec<f64> = (0..n)
-        .map(|v| {
+    // The nodes of each community in visiting order (a stable counting sort of the order), and
+    // each node's position in its community's list.
+    let visiting = order(n, seed);
+    let (first, members) = group_nodes(community, n, visiting.iter().copied());
+    let mut position = vec![0u32; n];
+    for c in 0..n {
+        for (i, &v) in members[first[c]..first[c + 1]].iter().enumerate() {
+            position[v] = i as u32;
+        }
+    }
+    let founders: Vec<Vec<usize>> = (0..n)
+        .into_par_iter()
+        .with_min_len(64)
+        .map(|c| {
+            let nodes = &members[first[c]..first[c + 1]];
+            refine_community(level, community, c, nodes, &position, total_of[c], factor)
+        })
+        .collect();
+    let mut refined = vec![0; n];
+    for (c, founders) in founders.iter().enumerate() {
+        for (&v, &f) in members[first[c]..first[c + 1]].iter().zip(founders) {
+            refined[v] = f;
+        }
+    }
+    refined
+}
+
+/// The refinement of one community `s` whose nodes, in visiting order, are `nodes`
+/// (`position[v]` is v's index there) and whose null-model weight is `total`. Returns the
+/// founding node of each node's refined community, in the order of `nodes`.
+fn refine_community(
+    level: &Level,
+    community: &[usize],
+    s: usize,
+    nodes: &[usize],
+    position: &[u32],
+    total: f64,
+    factor: f64,
+) -> Vec<usize> {
+    let size = nodes.len();
+    // Local ids: indices into `nodes`. A refined community is named by its founder's local id;
+    // ties compare the founders' node ids, as a serial sweep over all nodes would.
+    let mut refined: Vec<usize> = (0..size).collect();
+    // Weight from each node to the rest of its community, and per refined community the weight
+    // to the rest of the community (starts as its founder's own).
+    let inside: Vec<f64> = nodes
+        .iter()
+        .map(|&v| {
             level
                 .neighbours(v)
-                .filter(|&(u, _)| u != v && community[u] == community[v])
+                .filter(|&(u, _)| u != v && community[u] == s)
                 .map(|(_, w)| w)
                 .sum()
         })
         .collect();
     let mut external = inside.clone();
-    let mut refined_weight = level.node_weight.clone();
-    let mut singleton = vec![true; n];
-    let mut scratch = Neighbourhood::new(n);
-    for v in order(n, seed) {
-        if !singleton[v] {
+    let mut refined_weight: Vec<f64> = nodes.iter().map(|&v| level.node_weight[v]).collect();
+    let mut singleton = vec![true; size];
+    let mut scratch = Neighbourhood::new(size);
+    for (i, &v) in nodes.iter().enumerate() {
+        if !singleton[i] {
             continue;
         }
-        let s = community[v];
         let a_v = level.node_weight[v];
-        if inside[v] < factor * a_v * (total_of[s] - a_v) {
+        if inside[i] < factor * a_v * (total - a_v) {
             continue;
         }
         for (u, w) in level.neighbours(v) {
             if u != v && community[u] == s {
-                scratch.add(refined[u], w);
+                scratch.add(refined[position[u] as usize], w);
             }
         }
         let mut best: Option<(usize, f64)> = None;
         for &c in &scratch.touched {
-            if c == refined[v] {
+            if c == refined[i] {
                 continue;
             }
             let well_connected =
-                external[c] >= factor * refined_weight[c] * (total_of[s] - refined_weight[c]);
+                external[c] >= factor * refined_weight[c] * (total - refined_weight[c]);
             if !well_connected {
                 continue;
             }
             let gain = scratch.weight[c] - factor * a_v * refined_weight[c];
-            // The largest gain, ties to the smaller id.
-            if gain >= 0.0 && best.is_none_or(|(b, g)| gain > g || (gain == g && c < b)) {
+            // The largest gain, ties to the smaller founding node.
+            if gain >= 0.0
+                && best.is_none_or(|(b, g)| gain > g || (gain == g && nodes[c] < nodes[b]))
+            {
                 best = Some((c, gain));
             }
         }
         if let Some((c, _)) = best {
             let to_c = scratch.weight[c];
-            external[c] += external[refined[v]] - 2.0 * to_c;
+            external[c] += external[refined[i]] - 2.0 * to_c;
             refined_weight[c] += a_v;
-            // Refined ids are their founding node: both it and v now share a community.
-            singleton[v] = false;
+            // Both the founder and v now share a refined community.
+            singleton[i] = false;
             singleton[c] = false;
-            refined[v] = c;
+            refined[i] = c;
         }
         scratch.clear();
     }
-    refined
+    refined.iter().map(|&c| nodes[c]).collect()
+}
+
+/// The nodes of each group (`group[v]` < n_groups), listed in the order `nodes` gives them (a
+/// stable counting sort): returns (start of each group's list, n_groups + 1 of them; the lists).
+fn group_nodes(
+    group: &[usize],
+    n_groups: usize,
+    nodes: impl Iterator<Item = usize>,
+) -> (Vec<usize>, Vec<usize>) {
+    let mut first = vec![0usize; n_groups + 1];
+    for &g in group {
+        first[g + 1] += 1;
+    }
+    for g in 0..n_groups {
+        first[g + 1] += first[g];
+    }
+    let mut fill = first.clone();
+    let mut lists = vec![0usize; group.len()];
+    for v in nodes {
+        lists[fill[group[v]]] = v;
+        fill[group[v]] += 1;
+    }
+    (first, lists)
 }
 
 /// Ids 0.. in order of each group's first node; returns (dense id per node, group count).
@@ -271,40 +349,41 @@ fn renumber(group: &[usize]) -> (Vec<usize>, usize) {
 }
 
 /// The graph of the groups (`group[v]` dense ids < n_groups): summed weights, self loops for the
-/// weight inside a group (each ordered pair once), summed node weights.
+/// weight inside a group (each ordered pair once), summed node weights. Rows are built in parallel,
+/// each from its group's nodes in node order, so the sums are the same for any thread count.
 fn aggregate(level: &Level, group: &[usize], n_groups: usize) -> Level {
-    // The nodes of each group, in node order (a counting sort).
-    let mut first = vec![0usize; n_groups + 1];
-    for &g in group {
-        first[g + 1] += 1;
-    }
-    for g in 0..n_groups {
-        first[g + 1] += first[g];
-    }
-    let mut fill = first.clone();
-    let mut nodes_by_group = vec![0usize; group.len()];
-    for (v, &g) in group.iter().enumerate() {
-        nodes_by_group[fill[g]] = v;
-        fill[g] += 1;
-    }
-    let mut rows = vec![0];
-    let mut cols = Vec::new();
-    let mut weights = Vec::new();
-    let mut node_weight = vec![0.0; n_groups];
-    let mut scratch = Neighbourhood::new(n_groups);
-    for g in 0..n_groups {
-        for &v in &nodes_by_group[first[g]..first[g + 1]] {
-            node_weight[g] += level.node_weight[v];
-            for (u, w) in level.neighbours(v) {
-                scratch.add(group[u], w);
-            }
-        }
-        scratch.touched.sort_unstable();
-        for &c in &scratch.touched {
-            cols.push(c as u32);
-            weights.push(scratch.weight[c]);
-        }
-        scratch.clear();
+    let (first, nodes_by_group) = group_nodes(group, n_groups, 0..group.len());
+    let built: Vec<(Vec<u32>, Vec<f64>, f64)> = (0..n_groups)
+        .into_par_iter()
+        .with_min_len(64)
+        .map_init(
+            || Neighbourhood::new(n_groups),
+            |scratch, g| {
+                let mut node_weight = 0.0;
+                for &v in &nodes_by_group[first[g]..first[g + 1]] {
+                    node_weight += level.node_weight[v];
+                    for (u, w) in level.neighbours(v) {
+                        scratch.add(group[u], w);
+                    }
+                }
+                scratch.touched.sort_unstable();
+                let cols = scratch.touched.iter().map(|&c| c as u32).collect();
+                let weights = scratch.touched.iter().map(|&c| scratch.weight[c]).collect();
+                scratch.clear();
+                (cols, weights, node_weight)
+            },
+        )
+        .collect();
+    let mut rows = Vec::with_capacity(n_groups + 1);
+    rows.push(0);
+    let n_entries = built.iter().map(|(cols, _, _)| cols.len()).sum();
+    let mut cols = Vec::with_capacity(n_entries);
+    let mut weights = Vec::with_capacity(n_entries);
+    let mut node_weight = Vec::with_capacity(n_groups);
+    for (row_cols, row_weights, weight) in built {
+        cols.extend_from_slice(&row_cols);
+        weights.extend_from_slice(&row_weights);
+        node_weight.push(weight);
         rows.push(cols.len());
     }
     Level {
@@ -387,9 +466,10 @@ pub fn leiden(graph: &Csr, params: &LeidenParams) -> LeidenOutcome {
     let mut membership: Vec<usize> = (0..n).collect();
     let mut iterations = 0;
     let mut converged = false;
+    let mut last_moved: Option<Vec<usize>> = None;
     while iterations < cap {
         iterations += 1;
-        let changed = one_pass(&base, &mut membership, factor, params.seed);
+        let changed = one_pass(&base, &mut membership, factor, params.seed, &mut last_moved);
         if !changed {
             converged = true;
             break;
@@ -415,7 +495,18 @@ pub fn leiden(graph: &Csr, params: &LeidenParams) -> LeidenOutcome {
 /// One Leiden pass from the partition `membership` of the base graph (updated in place): local
 /// moving, refinement and aggregation until the aggregate no longer shrinks. True when the
 /// partition changed.
-fn one_pass(base: &Level, membership: &mut [usize], factor: f64, seed: u64) -> bool {
+///
+/// `last_moved` holds the base graph's partition after local moving in the previous pass
+/// (renumbered). Everything after that point is a function of it alone, so when this pass's local
+/// moving ends in the same partition, the rest would repeat the previous pass and end where this
+/// one started: the pass returns there, unchanged, with the result it would have computed.
+fn one_pass(
+    base: &Level,
+    membership: &mut [usize],
+    factor: f64,
+    seed: u64,
+    last_moved: &mut Option<Vec<usize>>,
+) -> bool {
     let n = base.n();
     let (before, _) = renumber(membership);
     // node_of[v]: the current level's node holding original node v.
@@ -426,6 +517,12 @@ fn one_pass(base: &Level, membership: &mut [usize], factor: f64, seed: u64) -> b
         let level = level_owned.as_ref().unwrap_or(base);
         move_nodes(level, &mut community, factor, seed);
         let (dense, n_communities) = renumber(&community);
+        if level_owned.is_none() {
+            if last_moved.as_ref() == Some(&dense) {
+                return false;
+            }
+            *last_moved = Some(dense.clone());
+        }
         if n_communities == level.n() {
             community = dense;
             break;

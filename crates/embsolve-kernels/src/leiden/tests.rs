@@ -187,3 +187,31 @@ fn no_edges_and_no_nodes_have_a_defined_result() {
     let empty = leiden(&graph(0, &[]), &params(Objective::Modularity, 1.0));
     assert_eq!(empty.n_communities, 0);
 }
+
+#[test]
+fn labels_are_identical_for_any_thread_count() {
+    // Sparse, noisy planted graphs: many communities, refinement and several levels at work.
+    for (seed, seed_order) in [(300, 0), (301, 7)] {
+        let (g, _) = planted(12, 120, 0.05, 0.004, seed);
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool")
+                .install(|| {
+                    leiden(
+                        &g,
+                        &LeidenParams {
+                            seed: seed_order,
+                            ..params(Objective::Modularity, 1.0)
+                        },
+                    )
+                })
+        };
+        let one = run(1);
+        assert!(one.n_communities > 1 && one.iterations >= 2);
+        for threads in [2, 3, 4] {
+            assert_eq!(run(threads), one, "graph {seed}, {threads} threads");
+        }
+    }
+}
