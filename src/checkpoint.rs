@@ -10,7 +10,9 @@ use embsolve_kernels::error::{Error, Result};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"EMBSCKP1";
+const MAGIC: &[u8; 8] = b"EMBSCKP2";
+/// Magic, stamp, payload length, payload CRC-32 (then the payload).
+const HEADER: usize = 8 + 32 + 8 + 4;
 
 /// The hash of what a run's results depend on: the input files (paths, sizes, modification times),
 /// the resolved config (output section excluded) and the number of ranks.
@@ -144,6 +146,7 @@ impl Checkpoints {
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&self.stamp);
         bytes.extend_from_slice(&(payload.bytes.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload.bytes).to_le_bytes());
         bytes.extend_from_slice(&payload.bytes);
         embsolve_io::atomic::write_atomic(&self.path(stage), &bytes)
     }
@@ -169,14 +172,37 @@ impl Checkpoints {
         }
     }
 
+    /// This rank's payload of `stage` when its file is whole and of this run; a file of this run
+    /// that is truncated or fails its checksum is reported (the stage is recomputed).
     fn read(&self, stage: &str) -> Option<Payload> {
-        let bytes = std::fs::read(self.path(stage)).ok()?;
-        if bytes.len() < 48 || &bytes[..8] != MAGIC || bytes[8..40] != self.stamp {
+        let path = self.path(stage);
+        let bytes = std::fs::read(&path).ok()?;
+        if bytes.len() < 40 || &bytes[..8] != MAGIC || bytes[8..40] != self.stamp {
             return None;
         }
+        let damaged = |why: &str| {
+            log::warn!(
+                "checkpoint {} is damaged ({why}): {stage} is recomputed",
+                path.display()
+            );
+            None
+        };
+        if bytes.len() < HEADER {
+            return damaged("truncated header");
+        }
         let len = u64::from_le_bytes(bytes[40..48].try_into().ok()?) as usize;
-        (bytes.len() == 48 + len).then(|| Payload {
-            bytes: bytes[48..].to_vec(),
+        let crc = u32::from_le_bytes(bytes[48..52].try_into().ok()?);
+        if bytes.len() != HEADER + len {
+            return damaged(&format!(
+                "{} payload bytes, the header says {len}",
+                bytes.len() - HEADER
+            ));
+        }
+        if crc32fast::hash(&bytes[HEADER..]) != crc {
+            return damaged("checksum mismatch");
+        }
+        Some(Payload {
+            bytes: bytes[HEADER..].to_vec(),
             cursor: 0,
         })
     }
@@ -254,7 +280,7 @@ mod tests {
     use embsolve_comm::SerialComm;
 
     /// A stage of plain values for the store test.
-    #[derive(Debug, PartialEq)]
+    #[derive(Debug, Clone, PartialEq)]
     struct Sample {
         count: u64,
         rows: Vec<i64>,
@@ -296,8 +322,21 @@ mod tests {
         // Without --resume nothing is loaded.
         assert!(store.load::<Sample>(&comm, "knn").is_none());
         let resumed = Checkpoints::open(&comm, dir.path(), [7; 32], true, true).unwrap();
-        assert_eq!(resumed.load::<Sample>(&comm, "knn"), Some(sample));
+        assert_eq!(resumed.load::<Sample>(&comm, "knn"), Some(sample.clone()));
         assert!(resumed.load::<Sample>(&comm, "spectral").is_none());
+        // A flipped payload byte or a cut file is not loaded.
+        let file = dir.path().join("checkpoint").join("knn.rank0-of-1.bin");
+        let whole = std::fs::read(&file).unwrap();
+        let mut flipped = whole.clone();
+        *flipped.last_mut().unwrap() ^= 0x10;
+        std::fs::write(&file, &flipped).unwrap();
+        assert!(resumed.load::<Sample>(&comm, "knn").is_none());
+        std::fs::write(&file, &whole[..whole.len() - 3]).unwrap();
+        assert!(resumed.load::<Sample>(&comm, "knn").is_none());
+        std::fs::write(&file, &whole[..45]).unwrap();
+        assert!(resumed.load::<Sample>(&comm, "knn").is_none());
+        std::fs::write(&file, &whole).unwrap();
+        assert_eq!(resumed.load::<Sample>(&comm, "knn"), Some(sample));
         let err = Checkpoints::open(&comm, dir.path(), [8; 32], true, true)
             .err()
             .unwrap();

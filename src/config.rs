@@ -11,6 +11,17 @@ use embsolve_kernels::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// Largest `fft.window` (tokens): a window's spectrum and plan are held per thread.
+pub const MAX_FFT_WINDOW: usize = 1 << 20;
+/// `run.threads` may be up to 4 per visible core, and never less than this.
+pub const MIN_THREAD_CAP: usize = 256;
+
+/// The most threads a rank may be asked for: 4 per core it can see, at least `MIN_THREAD_CAP`.
+pub fn max_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (4 * cores).max(MIN_THREAD_CAP)
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
@@ -312,6 +323,17 @@ impl RunConfig {
         if self.knn.k == 0 {
             return bad("knn.k", "must be at least 1");
         }
+        let most_threads = max_threads();
+        if self.run.threads > most_threads {
+            return bad(
+                "run.threads",
+                &format!(
+                    "{} is more than {most_threads} (4 per core this process can see, at least \
+                     {MIN_THREAD_CAP}); 0 picks one per core",
+                    self.run.threads
+                ),
+            );
+        }
         if !(-1.0..=1.0).contains(&self.graph.min_similarity) {
             return bad("graph.min_similarity", "must be in [-1, 1]");
         }
@@ -348,8 +370,11 @@ impl RunConfig {
         if self.fft.enabled && self.fft.tracks.is_empty() {
             return bad("fft.tracks", "must name a dataset when fft.enabled = true");
         }
-        if self.fft.window < 8 {
-            return bad("fft.window", "must be at least 8");
+        if self.fft.window < 8 || self.fft.window > MAX_FFT_WINDOW {
+            return bad(
+                "fft.window",
+                &format!("must be in 8..={MAX_FFT_WINDOW} (tokens per window)"),
+            );
         }
         if self.fft.step == 0 {
             return bad("fft.step", "must be at least 1");

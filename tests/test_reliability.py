@@ -181,6 +181,27 @@ def case_manifest_escape(tmp):
     return d, {}, "outside.parquet"
 
 
+def case_manifest_lists_a_file_twice(tmp):
+    d = tmp / "twice"
+    d.mkdir()
+    ray_parquet(d / "part-0.parquet", blob_rows(60, 8))
+    manifest = {"format": "parquet", "column": "embedding", "id_column": "id", "label_column": "",
+                "dim": 8, "dtype": "float32", "n_rows": 120,
+                "files": [{"path": "part-0.parquet", "rows": 60}, {"path": "./part-0.parquet", "rows": 60}]}
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    return d, {}, "listed twice"
+
+
+def case_npy_id_shard_missing(tmp):
+    d = tmp / "cols"
+    for sub in ("embedding", "id"):
+        (d / sub).mkdir(parents=True)
+    for i in range(2):
+        np.save(d / "embedding" / f"part-{i}.npy", blob_rows(40, 8, seed=i))
+    np.save(d / "id" / "part-0.npy", np.arange(40, dtype=np.int64))
+    return d, {}, "part-1.npy"
+
+
 def case_k_too_large(tmp):
     path = tmp / "small.npy"
     np.save(path, blob_rows(12, 8))
@@ -190,7 +211,8 @@ def case_k_too_large(tmp):
 CATALOGUE = [
     case_missing_path, case_empty_directory, case_dims_differ_across_shards, case_ragged_rows,
     case_nan, case_inf, case_hdf5_1d, case_object_npy, case_truncated_parquet, case_string_column,
-    case_missing_column, case_duplicate_ids, case_zero_vector, case_manifest_escape, case_k_too_large,
+    case_missing_column, case_duplicate_ids, case_zero_vector, case_manifest_escape,
+    case_manifest_lists_a_file_twice, case_npy_id_shard_missing, case_k_too_large,
 ]
 
 
@@ -224,6 +246,9 @@ def small_npy(tmp_path_factory):
     (["--set", "knn.colour=red"], "colour"),
     (["--set", "knn.metric=manhattan"], "knn.metric"),
     (["--set", "knn.k=-3"], "knn.k"),
+    (["--set", "run.threads=30000"], "run.threads"),
+    (["--set", "run.threads=1099511627776"], "run.threads"),
+    (["--set", "fft.window=1099511627776"], "fft.window"),
 ])
 def test_bad_config_is_exit_2_on_every_rank(tmp_path, small_npy, override, named):
     out = tmp_path / "out"
@@ -387,6 +412,12 @@ def test_resume_skips_finished_stages(tmp_path, medium_blobs, uninterrupted):
     run_mpi(2, "run", config, timeout=600)
     for partial in (out / "checkpoint").glob("spectral.*"):
         partial.unlink()
+    # Four flipped payload bytes in one rank's PageRank slice: detected, and the stage recomputed.
+    damaged = out / "checkpoint" / "pagerank.rank1-of-2.bin"
+    data = bytearray(damaged.read_bytes())
+    for i in range(len(data) - 40, len(data) - 36):
+        data[i] ^= 0xFF
+    damaged.write_bytes(bytes(data))
     (out / "results.h5").unlink()
     run_env = env()
     run_env["EMBSOLVE_LOG"] = "info"
@@ -394,8 +425,9 @@ def test_resume_skips_finished_stages(tmp_path, medium_blobs, uninterrupted):
                           capture_output=True, text=True, env=run_env, timeout=600)
     assert done.returncode == 0, done.stderr
     log = done.stdout + done.stderr
-    assert "knn: resumed" in log and "pagerank: resumed" in log, log
-    assert "spectral: resumed" not in log
+    assert "knn: resumed" in log, log
+    assert "pagerank.rank1-of-2.bin is damaged (checksum mismatch)" in log, log
+    assert "pagerank: resumed" not in log and "spectral: resumed" not in log, log
     expected = datasets(uninterrupted / "results.h5")
     actual = datasets(out / "results.h5")
     for name, values in expected.items():

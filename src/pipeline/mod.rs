@@ -5,6 +5,7 @@
 //! the results (`crate::record` for `run.json`, `GlobalResults`/`LocalResults` for `results.h5`).
 
 mod output;
+mod sanity;
 mod stage;
 
 pub use crate::record::{AriRecord, MinMax, ResultsRecord, RunSummary};
@@ -106,6 +107,7 @@ fn run_phases(ctx: &mut Context) -> Result<RunSummary> {
     )?;
     drop(embeddings);
 
+    sanity::check_results(comm, &global, &local)?;
     ctx.phase("write", || {
         output::write_results(comm, &config.output.dir, &global, &local)
     })?;

@@ -1,5 +1,7 @@
 //! Writing the results once: `results.h5` by every rank in turn into one file that rank 0 renames
-//! into place, then `run.json` (last, so a present `run.json` means a complete run).
+//! into place, then `run.json` (last, so a present `run.json` means a complete run). A previous
+//! run's `run.json` is removed before the new `results.h5` replaces the old one, so the two never
+//! describe different runs.
 
 use embsolve_comm::{agree, Comm};
 use embsolve_io::atomic::{partial_path, write_atomic};
@@ -34,12 +36,27 @@ pub fn write_results(
     }
     agree(comm, outcome)?;
     let renamed = if comm.rank() == 0 {
-        std::fs::rename(&tmp, &final_path)
-            .map_err(|e| Error::output(format!("cannot rename to {}: {e}", final_path.display())))
+        remove_previous_run_json(dir).and_then(|()| {
+            std::fs::rename(&tmp, &final_path).map_err(|e| {
+                Error::output(format!("cannot rename to {}: {e}", final_path.display()))
+            })
+        })
     } else {
         Ok(())
     };
     agree(comm, renamed)
+}
+
+/// Remove `dir/run.json` if present (a missing file is fine).
+fn remove_previous_run_json(dir: &Path) -> Result<()> {
+    let path = dir.join("run.json");
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::output(format!(
+            "cannot remove the previous {}: {e}",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// `run.json`, written by rank 0 (collective: every rank learns the outcome).

@@ -61,7 +61,29 @@ pub fn load(dir: &Path) -> Result<Option<Manifest>> {
     for file in &manifest.files {
         check_relative(&path, &file.path)?;
     }
+    check_distinct(&path, &manifest.files)?;
     Ok(Some(manifest))
+}
+
+/// Every file is listed once (`a.parquet` and `./a.parquet` are the same file): a repeated entry
+/// would read its rows twice.
+fn check_distinct(manifest_path: &Path, files: &[ManifestFile]) -> Result<()> {
+    let mut seen = std::collections::HashMap::new();
+    for (i, file) in files.iter().enumerate() {
+        let normal: PathBuf = Path::new(&file.path)
+            .components()
+            .filter(|c| !matches!(c, Component::CurDir))
+            .collect();
+        if let Some(first) = seen.insert(normal, i) {
+            return Err(Error::input(format!(
+                "{}: file {:?} is listed twice (entries {first} and {i}); its rows would be \
+                 read twice",
+                manifest_path.display(),
+                file.path
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A manifest path must stay inside the dataset directory: relative, no `..`.
@@ -174,6 +196,27 @@ mod tests {
             let err = check_relative(m, bad).unwrap_err();
             assert!(err.message.contains("escapes"), "{bad}: {}", err.message);
         }
+    }
+
+    #[test]
+    fn a_file_listed_twice_is_rejected() {
+        let m = Path::new("d/manifest.json");
+        let entry = |path: &str| ManifestFile {
+            path: path.to_string(),
+            rows: 5,
+        };
+        assert!(check_distinct(m, &[entry("a.parquet"), entry("b.parquet")]).is_ok());
+        let err = check_distinct(
+            m,
+            &[entry("a.parquet"), entry("b.parquet"), entry("./a.parquet")],
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("listed twice (entries 0 and 2)"),
+            "{}",
+            err.message
+        );
+        assert_eq!(err.exit_status(), 2);
     }
 
     #[test]

@@ -317,7 +317,9 @@ pub(crate) fn scan(
     let mut dim = None;
     let mut dtype = String::new();
     let mut id_kind = None;
-    let mut ids_everywhere = !columns.id_column.is_empty() && root.is_some();
+    let look_for_ids = !columns.id_column.is_empty() && root.is_some();
+    // The first shard without an id file, and whether any shard has one.
+    let mut missing_ids: Option<PathBuf> = None;
     let labels_everywhere = !columns.label_column.is_empty();
     for file in files {
         let header = read_header(&file)?;
@@ -361,7 +363,7 @@ pub(crate) fn scan(
             label_path: None,
         };
         if let Some(root) = &root {
-            if ids_everywhere {
+            if look_for_ids {
                 shard.id_path = sidecar(root, &columns.id_column, &file);
                 match &shard.id_path {
                     Some(id_path) => {
@@ -371,7 +373,9 @@ pub(crate) fn scan(
                         }
                         id_kind = Some(kind);
                     }
-                    None => ids_everywhere = false,
+                    None => {
+                        missing_ids.get_or_insert_with(|| file.clone());
+                    }
                 }
             }
             if labels_everywhere {
@@ -404,7 +408,22 @@ pub(crate) fn scan(
         }
         shards.push(shard);
     }
-    if !ids_everywhere {
+    // Ids from files for every shard or for none (then row numbers): a shard whose id file is
+    // missing while others have one is an error, not a silent switch to row numbers.
+    if let (Some(file), Some(root), Some(_)) = (&missing_ids, &root, id_kind) {
+        let expected = root
+            .join(&columns.id_column)
+            .join(file.file_name().unwrap_or_default());
+        return Err(input_error(
+            file,
+            format!(
+                "no id file {} for this shard, while other shards have one in {}",
+                expected.display(),
+                root.join(&columns.id_column).display()
+            ),
+        ));
+    }
+    if missing_ids.is_some() || !look_for_ids {
         id_kind = None;
         for shard in &mut shards {
             shard.id_path = None;
