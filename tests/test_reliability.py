@@ -202,6 +202,26 @@ def case_npy_id_shard_missing(tmp):
     return d, {}, "part-1.npy"
 
 
+def case_uint64_id_above_int64(tmp):
+    path = tmp / "big_ids.parquet"
+    rows = blob_rows(30, 8)
+    ids = pa.array([2**63 + 5 if i == 17 else i for i in range(30)], type=pa.uint64())
+    embedding = pa.array([list(map(float, r)) for r in rows], type=pa.large_list(pa.float32()))
+    pq.write_table(pa.table({"id": ids, "embedding": embedding}), path, row_group_size=10)
+    return path, {}, "row 17"
+
+
+def case_npy_uint64_id_above_int64(tmp):
+    d = tmp / "cols"
+    for sub in ("embedding", "id"):
+        (d / sub).mkdir(parents=True)
+    np.save(d / "embedding" / "part-0.npy", blob_rows(40, 8))
+    ids = np.arange(40, dtype=np.uint64)
+    ids[23] = 2**63 + 1
+    np.save(d / "id" / "part-0.npy", ids)
+    return d, {}, "row 23"
+
+
 def case_k_too_large(tmp):
     path = tmp / "small.npy"
     np.save(path, blob_rows(12, 8))
@@ -212,7 +232,8 @@ CATALOGUE = [
     case_missing_path, case_empty_directory, case_dims_differ_across_shards, case_ragged_rows,
     case_nan, case_inf, case_hdf5_1d, case_object_npy, case_truncated_parquet, case_string_column,
     case_missing_column, case_duplicate_ids, case_zero_vector, case_manifest_escape,
-    case_manifest_lists_a_file_twice, case_npy_id_shard_missing, case_k_too_large,
+    case_manifest_lists_a_file_twice, case_npy_id_shard_missing, case_uint64_id_above_int64,
+    case_npy_uint64_id_above_int64, case_k_too_large,
 ]
 
 

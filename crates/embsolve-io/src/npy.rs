@@ -232,8 +232,34 @@ fn decode_f32(bytes: &[u8], header: &Header) -> Result<Vec<f32>> {
     }
 }
 
-fn decode_integers(path: &Path, bytes: &[u8], header: &Header) -> Result<Vec<i64>> {
+/// Integers of `bytes` (rows from `first_row` of `path`) as int64; an unsigned 64-bit value above
+/// 2^63 - 1 is an error naming its row, not a negative number.
+fn decode_integers(
+    path: &Path,
+    bytes: &[u8],
+    header: &Header,
+    first_row: usize,
+) -> Result<Vec<i64>> {
     match header.kind {
+        Kind::Unsigned if header.item_size == 8 => {
+            let be = header.big_endian;
+            bytes
+                .chunks_exact(8)
+                .enumerate()
+                .map(|(row, c)| {
+                    let v = u64::from_le_bytes(element::<8>(c, be));
+                    i64::try_from(v).map_err(|_| {
+                        input_error(
+                            path,
+                            format!(
+                                "row {}: {v} is above 2^63 - 1 (kept as int64)",
+                                first_row + row
+                            ),
+                        )
+                    })
+                })
+                .collect()
+        }
         Kind::Int | Kind::Unsigned => {
             if header.item_size == 8 {
                 let be = header.big_endian;
@@ -500,7 +526,9 @@ pub(crate) fn read(
             let id_header = read_header(id_path)?;
             let bytes = read_bytes(id_path, &id_header, rows.clone())?;
             Some(match kind {
-                IdKind::Int => IdValues::Int(decode_integers(id_path, &bytes, &id_header)?),
+                IdKind::Int => {
+                    IdValues::Int(decode_integers(id_path, &bytes, &id_header, rows.start)?)
+                }
                 IdKind::String => IdValues::Str(decode_strings(id_path, &bytes, &id_header)?),
             })
         }
@@ -509,7 +537,7 @@ pub(crate) fn read(
     let labels = match &shard.label_path {
         Some(label_path) if info.label_column.is_some() => {
             let label_header = read_header(label_path)?;
-            let bytes = read_bytes(label_path, &label_header, rows)?;
+            let bytes = read_bytes(label_path, &label_header, rows.clone())?;
             Some(match label_header.kind {
                 Kind::Unicode | Kind::Bytes => decode_strings(label_path, &bytes, &label_header)?
                     .iter()
@@ -519,7 +547,7 @@ pub(crate) fn read(
                     .into_iter()
                     .map(|v| v as i64)
                     .collect(),
-                _ => decode_integers(label_path, &bytes, &label_header)?,
+                _ => decode_integers(label_path, &bytes, &label_header, rows.start)?,
             })
         }
         _ => None,

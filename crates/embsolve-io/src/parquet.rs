@@ -262,6 +262,27 @@ fn append_embedding(
     Ok(())
 }
 
+/// Ids are kept as int64: an unsigned id above 2^63 - 1 is an error, not a negative id.
+fn ids_fit_int64(path: &Path, name: &str, array: &dyn Array, first_row: usize) -> Result<()> {
+    if let Some(a) = array.as_primitive_opt::<UInt64Type>() {
+        if let Some((row, v)) = a
+            .values()
+            .iter()
+            .enumerate()
+            .find(|(_, &v)| v > i64::MAX as u64)
+        {
+            return Err(input_error(
+                path,
+                format!(
+                    "row {}: id {v} in column {name:?} is above 2^63 - 1 (ids are int64)",
+                    first_row + row
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn int_values(array: &dyn Array) -> Option<Vec<i64>> {
     macro_rules! ints {
         ($($t:ty),*) => {
@@ -487,9 +508,12 @@ pub(crate) fn read(
                 let column = batch.column(at).as_ref();
                 no_nulls(path, name, column, first_row)?;
                 match info.id_kind {
-                    Some(IdKind::Int) => int_ids.extend(int_values(column).ok_or_else(|| {
-                        input_error(path, format!("column {name:?} is not integer"))
-                    })?),
+                    Some(IdKind::Int) => {
+                        ids_fit_int64(path, name, column, first_row)?;
+                        int_ids.extend(int_values(column).ok_or_else(|| {
+                            input_error(path, format!("column {name:?} is not integer"))
+                        })?)
+                    }
                     _ => str_ids.extend(string_values(column).ok_or_else(|| {
                         input_error(path, format!("column {name:?} is not a string"))
                     })?),
