@@ -335,7 +335,7 @@ pub fn cluster_eigenpairs(
 }
 
 /// Eigenvalues may exceed 1 in magnitude by rounding up to this much.
-const SPECTRUM_SLACK: f64 = 1e-8;
+pub(crate) const SPECTRUM_SLACK: f64 = 1e-8;
 
 /// The number of clusters from the eigengap rule (`embsolve_kernels::eigengap`), with a warning
 /// when the computed eigenvalues show no gap.

@@ -4,14 +4,13 @@
 //! community's smallest) stop the run as an internal error naming the phase and the global row,
 //! so a wrong answer is never written looking right. Collective: every rank gets the same verdict.
 
+use crate::distributed::spectral::SPECTRUM_SLACK;
 use embsolve_comm::{agree, Comm};
 use embsolve_kernels::error::{Error, Result};
 use embsolve_kernels::results::{GlobalResults, LocalResults};
 
 /// How far the PageRank scores may sum from 1 (the iteration renormalises every step).
-pub const PAGERANK_SUM_TOLERANCE: f64 = 1e-9;
-/// Slack on the eigenvalue bound |lambda| <= 1 of the normalised adjacency (rounding only).
-const EIGENVALUE_SLACK: f64 = 1e-9;
+const PAGERANK_SUM_TOLERANCE: f64 = 1e-9;
 
 /// Check the results on every rank. Collective.
 pub fn check_results(comm: &dyn Comm, global: &GlobalResults, local: &LocalResults) -> Result<()> {
@@ -37,7 +36,7 @@ pub fn check_results(comm: &dyn Comm, global: &GlobalResults, local: &LocalResul
             .eigenvalues
             .iter()
             .enumerate()
-            .find(|(_, l)| l.is_nan() || l.abs() > 1.0 + EIGENVALUE_SLACK)
+            .find(|(_, l)| l.is_nan() || l.abs() > 1.0 + SPECTRUM_SLACK)
         {
             return Err(internal(
                 "spectral",

@@ -348,43 +348,63 @@ fn renumber(group: &[usize]) -> (Vec<usize>, usize) {
     (dense, next)
 }
 
+/// Consecutive rows of an aggregate, built by one task: entries per row, then the rows' entries.
+#[derive(Default)]
+struct CoarseRows {
+    lengths: Vec<usize>,
+    cols: Vec<u32>,
+    weights: Vec<f64>,
+    node_weight: Vec<f64>,
+}
+
 /// The graph of the groups (`group[v]` dense ids < n_groups): summed weights, self loops for the
 /// weight inside a group (each ordered pair once), summed node weights. Rows are built in parallel,
 /// each from its group's nodes in node order, so the sums are the same for any thread count.
 fn aggregate(level: &Level, group: &[usize], n_groups: usize) -> Level {
     let (first, nodes_by_group) = group_nodes(group, n_groups, 0..group.len());
-    let built: Vec<(Vec<u32>, Vec<f64>, f64)> = (0..n_groups)
+    // Fixed chunks of coarse rows, each built into its own contiguous arrays (the chunking does
+    // not depend on the thread count; a row's sums never cross chunks).
+    const GROUPS_PER_CHUNK: usize = 256;
+    let chunks: Vec<CoarseRows> = (0..n_groups.div_ceil(GROUPS_PER_CHUNK))
         .into_par_iter()
-        .with_min_len(64)
         .map_init(
             || Neighbourhood::new(n_groups),
-            |scratch, g| {
-                let mut node_weight = 0.0;
-                for &v in &nodes_by_group[first[g]..first[g + 1]] {
-                    node_weight += level.node_weight[v];
-                    for (u, w) in level.neighbours(v) {
-                        scratch.add(group[u], w);
+            |scratch, chunk| {
+                let groups = chunk * GROUPS_PER_CHUNK..n_groups.min((chunk + 1) * GROUPS_PER_CHUNK);
+                let mut rows = CoarseRows::default();
+                for g in groups {
+                    let mut weight = 0.0;
+                    for &v in &nodes_by_group[first[g]..first[g + 1]] {
+                        weight += level.node_weight[v];
+                        for (u, w) in level.neighbours(v) {
+                            scratch.add(group[u], w);
+                        }
                     }
+                    scratch.touched.sort_unstable();
+                    rows.cols.extend(scratch.touched.iter().map(|&c| c as u32));
+                    rows.weights
+                        .extend(scratch.touched.iter().map(|&c| scratch.weight[c]));
+                    rows.lengths.push(scratch.touched.len());
+                    rows.node_weight.push(weight);
+                    scratch.clear();
                 }
-                scratch.touched.sort_unstable();
-                let cols = scratch.touched.iter().map(|&c| c as u32).collect();
-                let weights = scratch.touched.iter().map(|&c| scratch.weight[c]).collect();
-                scratch.clear();
-                (cols, weights, node_weight)
+                rows
             },
         )
         .collect();
+    let n_entries = chunks.iter().map(|chunk| chunk.cols.len()).sum();
     let mut rows = Vec::with_capacity(n_groups + 1);
     rows.push(0);
-    let n_entries = built.iter().map(|(cols, _, _)| cols.len()).sum();
     let mut cols = Vec::with_capacity(n_entries);
     let mut weights = Vec::with_capacity(n_entries);
     let mut node_weight = Vec::with_capacity(n_groups);
-    for (row_cols, row_weights, weight) in built {
-        cols.extend_from_slice(&row_cols);
-        weights.extend_from_slice(&row_weights);
-        node_weight.push(weight);
-        rows.push(cols.len());
+    for chunk in chunks {
+        for length in chunk.lengths {
+            rows.push(rows.last().copied().unwrap_or(0) + length);
+        }
+        cols.extend_from_slice(&chunk.cols);
+        weights.extend_from_slice(&chunk.weights);
+        node_weight.extend_from_slice(&chunk.node_weight);
     }
     Level {
         rows,
