@@ -86,6 +86,19 @@ pub struct KnnSection {
     pub k: usize,
     pub metric: Metric,
     pub backend: BackendChoice,
+    pub method: KnnMethod,
+    /// `partitioned`: cells of the k-means partition; 0 = about sqrt(n).
+    pub partitions: usize,
+    /// `partitioned`: nearest cells searched per row; 0 = the fewest that meet `recall` on the
+    /// certificate sample.
+    pub probes: usize,
+    /// `partitioned`: target recall@k for `probes = 0`, in (0, 1].
+    pub recall: f64,
+    /// `partitioned`: rows searched exactly to certify the recall (0 = no certificate; then
+    /// `probes` must be given).
+    pub recall_sample: usize,
+    /// `partitioned`: seed of the training sample, the starting centroids and the certificate.
+    pub seed: u64,
 }
 
 impl Default for KnnSection {
@@ -94,6 +107,32 @@ impl Default for KnnSection {
             k: 16,
             metric: Metric::Cosine,
             backend: BackendChoice::Auto,
+            method: KnnMethod::Exact,
+            partitions: 0,
+            probes: 0,
+            recall: 0.95,
+            recall_sample: 1000,
+            seed: 0,
+        }
+    }
+}
+
+/// How the kNN lists are found.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KnnMethod {
+    /// Every pair of rows (ring pass): the exact lists.
+    Exact,
+    /// k-means cells, each row searched exactly in its nearest cells: approximate lists with a
+    /// recall measured on an exact sample.
+    Partitioned,
+}
+
+impl KnnMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            KnnMethod::Exact => "exact",
+            KnnMethod::Partitioned => "partitioned",
         }
     }
 }
@@ -287,6 +326,15 @@ impl RunConfig {
                 ),
             );
         }
+        if self.knn.method == KnnMethod::Partitioned && self.knn.partitions > n_rows {
+            return bad(
+                "knn.partitions",
+                format!(
+                    "{} is more than the number of rows ({n_rows})",
+                    self.knn.partitions
+                ),
+            );
+        }
         if self.preprocess.pca_dim > 0 && self.preprocess.pca_dim >= dim {
             return bad(
                 "preprocess.pca_dim",
@@ -322,6 +370,27 @@ impl RunConfig {
         }
         if self.knn.k == 0 {
             return bad("knn.k", "must be at least 1");
+        }
+        if !(self.knn.recall > 0.0 && self.knn.recall <= 1.0) {
+            return bad("knn.recall", "must be in (0, 1]");
+        }
+        if self.knn.partitions > 0 && self.knn.probes > self.knn.partitions {
+            return bad(
+                "knn.probes",
+                &format!(
+                    "{} is more than knn.partitions = {}",
+                    self.knn.probes, self.knn.partitions
+                ),
+            );
+        }
+        if self.knn.method == KnnMethod::Partitioned
+            && self.knn.probes == 0
+            && self.knn.recall_sample == 0
+        {
+            return bad(
+                "knn.probes",
+                "0 (choose from knn.recall) needs a certificate sample: knn.recall_sample > 0",
+            );
         }
         let most_threads = max_threads();
         if self.run.threads > most_threads {

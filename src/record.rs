@@ -62,6 +62,22 @@ pub struct KnnRecord {
     /// Measured recall@k on a sample (approximate methods only; exact lists have recall 1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recall_estimate: Option<f64>,
+    /// 95% confidence interval of `recall_estimate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recall_interval: Option<[f64; 2]>,
+    /// Rows searched exactly for the estimate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recall_sample: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probes: Option<usize>,
+    /// True when `probes` was chosen to meet `knn.recall` on the sample.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probes_from_recall: Option<bool>,
+    /// Rows whose probed cells held fewer than k other rows, searched exactly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exact_rows: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -105,7 +121,7 @@ mod tests {
         let record = ResultsRecord {
             knn: KnnRecord {
                 method: "exact".into(),
-                recall_estimate: None,
+                ..Default::default()
             },
             n_components: Some(3),
             ..Default::default()

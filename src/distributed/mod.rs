@@ -10,6 +10,7 @@ pub mod ids;
 pub mod knn;
 pub mod leiden;
 pub mod pagerank;
+pub mod partitioned;
 pub mod preprocess;
 pub mod spectral;
 

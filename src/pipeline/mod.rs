@@ -239,19 +239,18 @@ fn run_solvers(
     let backend_name = backend.name().to_string();
     log::info!("knn backend: {backend_name}");
     let knn = ctx.stage("knn", || {
-        distributed::knn::exact_knn(
-            comm,
-            layout,
-            embeddings,
-            config.knn.k,
-            config.knn.metric,
-            backend.as_mut(),
-        )
+        distributed::knn::find_knn(comm, layout, embeddings, &config.knn, backend.as_mut())
     })?;
     distributed::knn::publish(&knn, config.output.write_knn, &mut record, global, local);
 
     let graph = ctx.phase("graph", || {
-        distributed::graph::DistGraph::build(comm, layout, &knn, &config.graph, config.knn.metric)
+        distributed::graph::DistGraph::build(
+            comm,
+            layout,
+            &knn.lists,
+            &config.graph,
+            config.knn.metric,
+        )
     })?;
     drop(knn);
 

@@ -83,7 +83,7 @@ mod tests;
 
 pub use distance::{canonical_dot, canonical_sq_distance, exact_distance};
 pub use gemm::gemm_tile;
-pub use search::{KnnSearch, Neighbours, TileShape};
+pub use search::{KnnSearch, Neighbours, PartialNeighbours, TileShape};
 
 use crate::simd::Features;
 use crate::tile_bounds::TileBalls;
@@ -91,7 +91,7 @@ use crate::types::Metric;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// No list entry yet: larger than any real (distance, row) pair.
-const EMPTY_ROW: u64 = u64::MAX;
+pub const EMPTY_ROW: u64 = u64::MAX;
 
 /// Per-block data every task reads: the block's rows in their tile order.
 struct BlockView<'a> {

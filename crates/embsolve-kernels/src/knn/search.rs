@@ -71,7 +71,10 @@ impl TilePool {
 /// `new` and `reserve_block`; the tile loop allocates nothing.
 pub struct KnnSearch {
     params: Params,
-    query_start: usize,
+    /// Global row of each query, in the order given to `new`.
+    query_ids: Vec<u64>,
+    /// True when `query_ids` are consecutive (`query_ids[i] = query_ids[0] + i`).
+    consecutive_ids: bool,
     n_queries: usize,
     /// Queries per group (the last group may hold fewer).
     group_rows: usize,
@@ -103,7 +106,24 @@ impl KnnSearch {
         n_workers: usize,
         shape: TileShape,
     ) -> KnnSearch {
+        let ids = (0..queries.nrows())
+            .map(|row| (query_start + row) as u64)
+            .collect();
+        KnnSearch::with_ids(queries, ids, k, metric, n_workers, shape)
+    }
+
+    /// [`KnnSearch::new`] for queries with any global rows (`ids[i]` is the row of query i; a
+    /// reference row with the same id is the query itself and is skipped).
+    pub fn with_ids(
+        queries: ArrayView2<f32>,
+        ids: Vec<u64>,
+        k: usize,
+        metric: Metric,
+        n_workers: usize,
+        shape: TileShape,
+    ) -> KnnSearch {
         assert!(k > 0, "k must be positive");
+        assert_eq!(ids.len(), queries.nrows(), "one id per query");
         assert!(shape.query_rows > 0 && shape.ref_rows > 0);
         let dim = queries.ncols();
         let n_queries = queries.nrows();
@@ -137,14 +157,14 @@ impl KnnSearch {
                     .map(|q| sum_sq(q).sqrt())
                     .collect();
                 let query_sq_norms = query_norms.iter().map(|n| n * n).collect();
-                let ids = order.order[first..first + count]
+                let group_ids = order.order[first..first + count]
                     .iter()
-                    .map(|&row| (query_start + row) as u64)
+                    .map(|&row| ids[row])
                     .collect();
                 Mutex::new(Group {
                     first,
                     n_queries: count,
-                    ids,
+                    ids: group_ids,
                     query_norms,
                     query_sq_norms,
                     distances: vec![f32::INFINITY; count * k],
@@ -157,9 +177,11 @@ impl KnnSearch {
         let side_rows = group_rows * max_span(shape, group_rows);
         let tile_len = (group_rows * shape.ref_rows).max(side_rows * side_rows);
         let n_tiles = if n_queries == 0 { 0 } else { n_workers };
+        let consecutive_ids = ids.windows(2).all(|pair| pair[1] == pair[0] + 1);
         KnnSearch {
             params,
-            query_start,
+            query_ids: ids,
+            consecutive_ids,
             n_queries,
             group_rows,
             groups,
@@ -190,14 +212,31 @@ impl KnnSearch {
     /// is the query set itself (same global rows, same values), each pair of rows is compared
     /// once for both lists (the symmetric pass of the module doc).
     pub fn add_block(&mut self, rows: &[f32], block_start: usize) {
-        if self.is_query_set(rows, block_start) {
-            self.add_block_with(rows, block_start, Pass::Symmetric);
+        let ids = BlockIds::Consecutive(block_start);
+        if self.is_query_set(rows, ids) {
+            self.add_block_with(rows, ids, Pass::Symmetric);
         } else {
-            self.add_block_with(rows, block_start, Pass::Plain);
+            self.add_block_with(rows, ids, Pass::Plain);
         }
     }
 
-    pub(super) fn add_block_with(&mut self, rows: &[f32], block_start: usize, pass: Pass) {
+    /// [`KnnSearch::add_block`] for reference rows with any global rows (`ids[i]` is the row of
+    /// row i of `rows`).
+    pub fn add_block_with_ids(&mut self, rows: &[f32], ids: &[u64]) {
+        assert_eq!(
+            ids.len() * self.params.dim,
+            rows.len(),
+            "one id per reference row"
+        );
+        let ids = BlockIds::Given(ids);
+        if self.is_query_set(rows, ids) {
+            self.add_block_with(rows, ids, Pass::Symmetric);
+        } else {
+            self.add_block_with(rows, ids, Pass::Plain);
+        }
+    }
+
+    pub(super) fn add_block_with(&mut self, rows: &[f32], ids: BlockIds, pass: Pass) {
         let dim = self.params.dim;
         let n_rows = rows.len().checked_div(dim).unwrap_or(0);
         if n_rows == 0 || self.n_queries == 0 {
@@ -205,16 +244,16 @@ impl KnnSearch {
         }
         match pass {
             Pass::Symmetric => {
-                debug_assert!(self.is_query_set(rows, block_start));
+                debug_assert!(self.is_query_set(rows, ids));
                 self.add_query_set();
             }
-            Pass::Plain => self.add_plain(rows, block_start),
+            Pass::Plain => self.add_plain(rows, ids),
         }
     }
 
     /// The plain pass (module doc): the block in its own clustered order, every group against
     /// every reference tile the balls do not rule out.
-    fn add_plain(&mut self, rows: &[f32], block_start: usize) {
+    fn add_plain(&mut self, rows: &[f32], ids: BlockIds) {
         let dim = self.params.dim;
         let n_rows = rows.len() / dim;
         let order = cluster_order(rows, dim, self.group_rows);
@@ -223,7 +262,7 @@ impl KnnSearch {
         for &row in &order.order {
             self.block_rows
                 .extend_from_slice(&rows[row * dim..(row + 1) * dim]);
-            self.block_ids.push((block_start + row) as u64);
+            self.block_ids.push(ids.id(row));
         }
         let balls = TileBalls::new(
             &self.block_rows,
@@ -250,10 +289,20 @@ impl KnnSearch {
         });
     }
 
-    /// True when `rows` at `block_start` are exactly the queries (bit for bit).
-    pub(super) fn is_query_set(&self, rows: &[f32], block_start: usize) -> bool {
+    /// True when `rows` with global rows `ids` are exactly the queries (same rows in the same
+    /// order, bit for bit).
+    pub(super) fn is_query_set(&self, rows: &[f32], ids: BlockIds) -> bool {
         let dim = self.params.dim;
-        if block_start != self.query_start || rows.len() != self.n_queries * dim {
+        if rows.len() != self.n_queries * dim || self.n_queries == 0 {
+            return false;
+        }
+        let same_ids = match ids {
+            BlockIds::Consecutive(start) => {
+                self.consecutive_ids && self.query_ids[0] == start as u64
+            }
+            BlockIds::Given(given) => given == self.query_ids.as_slice(),
+        };
+        if !same_ids {
             return false;
         }
         self.order
@@ -280,7 +329,7 @@ impl KnnSearch {
             .order
             .order
             .iter()
-            .map(|&row| (self.query_start + row) as u64)
+            .map(|&row| self.query_ids[row])
             .collect();
         let block = BlockView {
             rows: &self.queries,
@@ -347,33 +396,79 @@ impl KnnSearch {
             .sum()
     }
 
-    /// The lists, or the first query that has fewer than k neighbours (fewer than k + 1 rows were
-    /// given, or distances were not finite).
+    /// The lists, or the smallest global row of a query that has fewer than k neighbours (fewer
+    /// than k + 1 rows were given, or distances were not finite).
     pub fn finish(self) -> Result<Neighbours, usize> {
+        let neighbours = self.finish_partial();
+        let k = neighbours.k;
+        let short = neighbours
+            .indices
+            .chunks_exact(k)
+            .zip(&neighbours.ids)
+            .filter(|(list, _)| list.contains(&EMPTY_ROW))
+            .map(|(_, &id)| id)
+            .min();
+        match short {
+            Some(row) => Err(row as usize),
+            None => Ok(neighbours.lists),
+        }
+    }
+
+    /// The lists in the order the queries were given, short ones included: a list with fewer
+    /// than k neighbours ends in entries of row [`EMPTY_ROW`] and distance infinity.
+    pub fn finish_partial(self) -> PartialNeighbours {
         let k = self.params.k;
         let mut indices = vec![EMPTY_ROW; self.n_queries * k];
         let mut distances = vec![f32::INFINITY; self.n_queries * k];
-        let mut short: Option<u64> = None;
         for group in self.groups {
             let group = group.into_inner().unwrap_or_else(PoisonError::into_inner);
-            for (q, &id) in group.ids.iter().enumerate() {
+            for q in 0..group.n_queries {
                 let list = q * k..(q + 1) * k;
-                if group.indices[list.clone()].contains(&EMPTY_ROW) {
-                    short = Some(short.map_or(id, |s| s.min(id)));
-                }
-                let slot = (id as usize - self.query_start) * k;
+                let slot = self.order.order[group.first + q] * k;
                 indices[slot..slot + k].copy_from_slice(&group.indices[list.clone()]);
                 distances[slot..slot + k].copy_from_slice(&group.distances[list]);
             }
         }
-        if let Some(row) = short {
-            return Err(row as usize);
+        PartialNeighbours {
+            ids: self.query_ids,
+            lists: Neighbours {
+                k,
+                indices,
+                distances,
+            },
         }
-        Ok(Neighbours {
-            k,
-            indices,
-            distances,
-        })
+    }
+}
+
+/// The lists of [`KnnSearch::finish_partial`] with the global row of each query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartialNeighbours {
+    pub ids: Vec<u64>,
+    pub lists: Neighbours,
+}
+
+impl std::ops::Deref for PartialNeighbours {
+    type Target = Neighbours;
+    fn deref(&self) -> &Neighbours {
+        &self.lists
+    }
+}
+
+/// The global rows of a block's rows.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum BlockIds<'a> {
+    /// Row i is global row `start + i`.
+    Consecutive(usize),
+    /// Row i is global row `ids[i]`.
+    Given(&'a [u64]),
+}
+
+impl BlockIds<'_> {
+    fn id(&self, row: usize) -> u64 {
+        match self {
+            BlockIds::Consecutive(start) => (start + row) as u64,
+            BlockIds::Given(ids) => ids[row],
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Tests of the whole search against the naive oracle: every tiling, thread count, block order
 //! and pass gives the same lists, bit for bit.
 
-use super::search::Pass;
+use super::search::{BlockIds, Pass};
 use super::*;
 use crate::reference::knn_naive;
 use ndarray::Array2;
@@ -190,7 +190,7 @@ fn search_self(
         let data = rows.as_slice().unwrap();
         let mut search = KnnSearch::new(rows.view(), 0, k, metric, threads, shape);
         match pass {
-            Some(pass) => search.add_block_with(data, 0, pass),
+            Some(pass) => search.add_block_with(data, BlockIds::Consecutive(0), pass),
             None => search.add_block(data, 0),
         }
         search.finish()
@@ -415,8 +415,11 @@ fn a_block_with_the_queries_rows_but_other_values_takes_the_plain_pass() {
     let mut block = queries.clone();
     block[[3, 2]] += 1.0;
     let search = KnnSearch::new(queries.view(), 5, 2, Metric::L2, 2, TileShape::default());
-    assert!(search.is_query_set(queries.as_slice().unwrap(), 5));
-    assert!(!search.is_query_set(queries.as_slice().unwrap(), 4));
-    assert!(!search.is_query_set(&queries.as_slice().unwrap()[..19 * 8], 5));
-    assert!(!search.is_query_set(block.as_slice().unwrap(), 5));
+    assert!(search.is_query_set(queries.as_slice().unwrap(), BlockIds::Consecutive(5)));
+    assert!(!search.is_query_set(queries.as_slice().unwrap(), BlockIds::Consecutive(4)));
+    assert!(!search.is_query_set(
+        &queries.as_slice().unwrap()[..19 * 8],
+        BlockIds::Consecutive(5)
+    ));
+    assert!(!search.is_query_set(block.as_slice().unwrap(), BlockIds::Consecutive(5)));
 }

@@ -66,10 +66,11 @@ pub struct KnownEigenpairs {
 }
 
 /// Rows per parallel chunk of the vector kernels.
-const CHUNK_ROWS: usize = 512;
-/// Chunks per parallel task at least: a vector of a few thousand rows (a component solved on one
-/// rank, while the other threads solve other components) is one task, not several.
-const MIN_CHUNKS_PER_TASK: usize = 8;
+const CHUNK_ROWS: usize = 256;
+/// Chunks per parallel task at least: a vector of a few thousand rows still splits across the
+/// threads (a single-component graph on one rank keeps every thread busy), while tiny components
+/// stay one task. Chunking never changes a result: per-chunk sums are exact and add exactly.
+const MIN_CHUNKS_PER_TASK: usize = 2;
 const _: () = assert!(CHUNK_ROWS * 8 <= GRID_SUM_TERMS);
 
 /// Exact local dot product of two slices, with every product scaled by `scale` (a power of two).
