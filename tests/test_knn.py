@@ -2,6 +2,8 @@
 and equal to a numpy oracle. (The ring's multi-rank checks against the serial brute-force oracle,
 on data with duplicate rows and equal distances, are `knn_*` in tests/test_multirank.py.)"""
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -47,3 +49,52 @@ def test_run_writes_identical_exact_lists_at_1_and_3_ranks(tmp_path):
     # Continuous random data: float64 and the kernel's float32 agree on the order.
     assert (indices_1 == want).mean() > 0.999
     assert np.all(np.diff(distances_1, axis=1) >= 0)
+
+
+def run_partitioned(tmp_path, data, n_ranks, tag, **knn):
+    out = tmp_path / f"out_{tag}"
+    config = write_config(tmp_path / f"{tag}.toml", data, out, input={"format": "npy"},
+                          knn={"k": 8, "metric": "cosine", "backend": "cpu", "method": "partitioned", **knn},
+                          components={"enabled": False}, pagerank={"enabled": False},
+                          spectral={"enabled": False}, leiden={"enabled": False},
+                          output={"checkpoint": False})
+    done = run_mpi(n_ranks, "run", config, check=False, timeout=300)
+    return done, out
+
+
+def test_partitioned_lists_are_identical_at_1_to_4_ranks_and_the_estimate_matches(tmp_path):
+    rng = np.random.default_rng(9)
+    centres = rng.normal(size=(12, 24)) * 4
+    x = (centres[rng.integers(0, 12, 3000)] + rng.normal(size=(3000, 24))).astype(np.float32)
+    data = tmp_path / "rows.npy"
+    np.save(data, x)
+    results = []
+    for n_ranks in (1, 2, 3, 4):
+        done, out = run_partitioned(tmp_path, data, n_ranks, f"p{n_ranks}", recall=0.9, recall_sample=600)
+        assert done.returncode == 0, done.stderr
+        with h5py.File(out / "results.h5") as f:
+            results.append((f["/knn/indices"][...], f["/knn/distances"][...]))
+        summary = json.loads((out / "run.json").read_text())["results"]["knn"]
+        assert summary["method"] == "partitioned" and summary["probes_from_recall"]
+    for indices, distances in results[1:]:
+        np.testing.assert_array_equal(indices, results[0][0])
+        assert distances.tobytes() == results[0][1].tobytes()
+    indices = results[0][0]
+    assert not np.any(indices < 0) and not np.any(indices == np.arange(3000)[:, None])
+    exact = oracle(x, 8)
+    measured = np.mean([len(np.intersect1d(a, b)) / 8 for a, b in zip(indices, exact)])
+    assert summary["recall_estimate"] >= 0.9
+    assert abs(summary["recall_estimate"] - measured) < 0.02, (summary, measured)
+
+
+@pytest.mark.parametrize("knn, key", [({"probes": 9, "partitions": 4}, "knn.probes"),
+                                      ({"recall": 1.5}, "knn.recall"),
+                                      ({"probes": 500}, "knn.probes")])
+def test_partitioned_bad_settings_exit_2_on_every_rank(tmp_path, knn, key):
+    x = np.random.default_rng(1).normal(size=(400, 8)).astype(np.float32)
+    data = tmp_path / "rows.npy"
+    np.save(data, x)
+    done, out = run_partitioned(tmp_path, data, 2, "bad", **knn)
+    assert done.returncode == 2, done.stderr
+    assert key in done.stderr, done.stderr
+    assert not (out / "run.json").exists()
