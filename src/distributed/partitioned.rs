@@ -47,7 +47,7 @@ pub const AUTO_MAX_PROBES: usize = 64;
 pub const ROUND_ROWS: usize = 1 << 16;
 
 /// Hash streams of the seeded choices.
-const TRAIN_STREAM: u64 = 0x7472_6169_6e;
+const TRAIN_STREAM: u64 = 0x0074_7261_696e;
 const CERTIFICATE_STREAM: u64 = 0x6365_7274;
 
 /// Settings of a partitioned search (the `knn` keys).
