@@ -603,8 +603,8 @@ mod tests {
         assert_eq!(owner, expected);
         let one: Vec<usize> = deal(&table, 100, 1, 1).into_values().collect();
         assert_eq!(one, vec![0; 4]);
-        // With 62 wanted pairs the 500 rows go to the dense solver, gathered first.
-        let dense = deal(&table, 100, 62, 2);
+        // With 124 wanted pairs the 500 rows go to the dense solver, gathered first.
+        let dense = deal(&table, 100, 124, 2);
         assert_eq!(dense[&30], 0);
         assert_eq!(dense.len(), 5);
     }
