@@ -47,11 +47,31 @@ pub struct RunConfig {
     pub output: OutputSection,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunSection {
     /// Threads per rank; 0 = SLURM_CPUS_PER_TASK if set, else cores on this node / local ranks.
     pub threads: usize,
+    /// Memory one rank may use ("4GiB", "512M"); "auto" = the smallest of the Slurm allocation,
+    /// the cgroup limit and the node's available memory, shared by the ranks on the node. A run
+    /// whose memory plan does not fit is refused before it reads.
+    pub memory_per_rank: String,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        RunSection {
+            threads: 0,
+            memory_per_rank: "auto".to_string(),
+        }
+    }
+}
+
+impl RunSection {
+    /// `memory_per_rank` in bytes; 0 = detect (validated with the config).
+    pub fn memory_per_rank_bytes(&self) -> u64 {
+        crate::plan::parse_size(&self.memory_per_rank).unwrap_or(0)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -402,6 +422,9 @@ impl RunConfig {
                     self.run.threads
                 ),
             );
+        }
+        if let Err(why) = crate::plan::parse_size(&self.run.memory_per_rank) {
+            return bad("run.memory_per_rank", &why);
         }
         if !(-1.0..=1.0).contains(&self.graph.min_similarity) {
             return bad("graph.min_similarity", "must be in [-1, 1]");

@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod distributed;
 pub mod pipeline;
+pub mod plan;
 pub mod record;
 pub mod signals;
 pub mod telemetry;

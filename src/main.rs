@@ -52,6 +52,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Predict the peak memory per rank and the kNN work of a run before it queues (reads only
+    /// the dataset's metadata; no MPI needed). Exit 2 when the plan does not fit.
+    Plan {
+        /// The TOML configuration of the run.
+        config: PathBuf,
+        /// Override a config value: section.key=value (repeatable).
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
+        /// Ranks of the run.
+        #[arg(long, default_value_t = 1)]
+        ranks: usize,
+        /// Ranks per node (they share the node's memory); default: all ranks on one node.
+        #[arg(long)]
+        ranks_per_node: Option<usize>,
+        /// Sustained GEMM rate of one rank in GFLOP/s, for the time estimate.
+        #[arg(long, default_value_t = 100.0)]
+        gflops: f64,
+    },
     /// Write report.html and PNG plots from RESULTS_DIR/results.h5 and run.json (no MPI needed).
     Report {
         /// A run's output.dir.
@@ -170,6 +188,46 @@ fn inspect(
     Ok(text)
 }
 
+fn plan(
+    config: &std::path::Path,
+    set: &[String],
+    ranks: usize,
+    ranks_per_node: Option<usize>,
+    gflops: f64,
+) -> embsolve::Result<String> {
+    use embsolve::plan::{human_bytes, visible_memory, MemoryPlan};
+    if ranks == 0 || ranks_per_node == Some(0) {
+        return Err(Error::usage(
+            "--ranks and --ranks-per-node must be at least 1",
+        ));
+    }
+    let cfg = RunConfig::load(config, set)?;
+    let info = embsolve_io::scan(&cfg.input)?;
+    cfg.check_against_data(info.n_rows, info.dim)?;
+    let plan = MemoryPlan::new(&cfg, info.n_rows, info.dim, ranks);
+    let local_ranks = ranks_per_node.unwrap_or(ranks).min(ranks);
+    let threads = pipeline::resolve_threads(cfg.run.threads, local_ranks);
+    let visible = visible_memory(cfg.run.memory_per_rank_bytes(), local_ranks, threads);
+    let mut text = plan.lines().join("\n");
+    text.push('\n');
+    text.push_str(&format!(
+        "visible memory per rank: {} ({})\n",
+        human_bytes(visible.bytes),
+        visible.source
+    ));
+    let work = embsolve::plan::knn_work(&cfg, info.n_rows, info.dim, ranks);
+    text.push_str(&format!(
+        "knn ({}): {:.3e} flop per rank, about {:.1} s at {gflops} GFLOP/s per rank\n",
+        cfg.knn.method.name(),
+        work,
+        work / (gflops.max(1e-3) * 1e9)
+    ));
+    // The plan is printed whether or not it fits; the error follows it.
+    print!("{text}");
+    plan.check_fits(&visible)?;
+    Ok("verdict: fits\n".to_string())
+}
+
 fn init_logging(rank: usize, size: usize) {
     let default = if rank == 0 { "info" } else { "warn" };
     let mut builder = env_logger::Builder::from_env(
@@ -267,6 +325,22 @@ fn main() {
         } => {
             init_logging(0, 1);
             match inspect(&path, &column, check, json) {
+                Ok(text) => {
+                    print!("{text}");
+                    0
+                }
+                Err(e) => report_error(&e),
+            }
+        }
+        Command::Plan {
+            config,
+            set,
+            ranks,
+            ranks_per_node,
+            gflops,
+        } => {
+            init_logging(0, 1);
+            match plan(&config, &set, ranks, ranks_per_node, gflops) {
                 Ok(text) => {
                     print!("{text}");
                     0

@@ -31,7 +31,7 @@ use crate::telemetry::Progress;
 use embsolve_comm::{allgatherv, allreduce_exact, alltoallv, Comm};
 use embsolve_kernels::error::{Error, Result};
 use embsolve_kernels::exact::ExactSum;
-use embsolve_kernels::knn::{KnnSearch, TileShape, EMPTY_ROW};
+use embsolve_kernels::knn::{nearest_centroids, KnnSearch, TileShape, EMPTY_ROW};
 use embsolve_kernels::lanczos::hashed_uniform;
 use embsolve_kernels::layout::RowLayout;
 use ndarray::ArrayView2;
@@ -39,6 +39,8 @@ use rayon::prelude::*;
 
 /// Training rows per cell (k-means on a sample; faiss trains with 39 to 256 per cell).
 pub const TRAIN_ROWS_PER_CELL: usize = 64;
+/// Sample rows per parallel task when the training sums its cells.
+const TRAIN_SUM_ROWS: usize = 8192;
 /// Most Lloyd iterations of the training.
 pub const TRAIN_ITERATIONS: usize = 12;
 /// Most probes `knn.probes = 0` tries before it settles for the best it reached.
@@ -146,6 +148,10 @@ pub fn partitioned_knn(
     let local_rows: Vec<usize> = (0..layout.local_rows(comm.rank())).collect();
     let first_probes = params.probes.max(1);
     let mut cells = ctx.nearest_cells(&local_rows, &centroids, first_probes);
+    log::debug!(
+        "knn partitioned: rows assigned to cells ({:.2} s)",
+        started.elapsed().as_secs_f64()
+    );
     let homes: Vec<u32> = cells.iter().step_by(first_probes).copied().collect();
     let mut sizes = vec![0u64; n_cells];
     for &cell in &homes {
@@ -154,6 +160,10 @@ pub fn partitioned_knn(
     comm.allreduce_sum_u64(&mut sizes);
     let owners = deal_cells(&sizes, comm.size());
     let store = ctx.distribute(&homes, &owners);
+    log::debug!(
+        "knn partitioned: rows sent to their cells' ranks ({:.2} s)",
+        started.elapsed().as_secs_f64()
+    );
     let mut lists = ctx.home_search(&store);
     log::info!(
         "knn partitioned: home cells searched ({:.2} s)",
@@ -175,6 +185,10 @@ pub fn partitioned_knn(
         None
     };
 
+    log::debug!(
+        "knn partitioned: certificate sample searched exactly ({:.2} s)",
+        started.elapsed().as_secs_f64()
+    );
     let probes = if params.probes > 0 {
         params.probes
     } else {
@@ -346,40 +360,16 @@ impl Search<'_> {
     /// The `probes` nearest cells of each row of `locals` (row-major, nearest first, ties to the
     /// lower cell), by the exact search against the centroids.
     fn nearest_cells(&self, locals: &[usize], centroids: &[f32], probes: usize) -> Vec<u32> {
-        let dim = self.dim;
-        let n_cells = centroids.len() / dim.max(1);
-        let probes = probes.min(n_cells);
-        if locals.is_empty() {
-            return Vec::new();
-        }
-        let queries = self.gather(locals);
-        let view = ArrayView2::from_shape((locals.len(), dim), &queries).expect("rows x dim");
-        let ids = locals.iter().map(|&r| (self.start + r) as u64).collect();
-        let mut search = KnnSearch::with_ids(
-            view,
-            ids,
-            probes,
-            self.metric,
-            rayon::current_num_threads(),
-            TileShape::default(),
-        );
-        // Centroid c is "row" n + c: never a query's own row.
-        let centroid_ids: Vec<u64> = (0..n_cells).map(|c| (self.n + c) as u64).collect();
-        search.add_block_with_ids(centroids, &centroid_ids);
-        let found = search.finish_partial();
-        found
-            .indices
-            .iter()
-            .map(|&id| {
-                // A non-finite row has no nearest cell: it stays in cell 0 (its list is then
-                // short, and the exact search of short lists reports the row).
-                if id == EMPTY_ROW {
-                    0
-                } else {
-                    (id - self.n as u64) as u32
-                }
-            })
-            .collect()
+        let n_local = self.rows.len() / self.dim.max(1);
+        let whole = locals.len() == n_local && locals.iter().enumerate().all(|(i, &r)| i == r);
+        let gathered;
+        let queries = if whole {
+            self.rows
+        } else {
+            gathered = self.gather(locals);
+            &gathered[..]
+        };
+        nearest_centroids(queries, self.dim, centroids, probes, self.metric)
     }
 
     /// k-means centroids (`wanted` cells, fewer when the sample has fewer rows), row-major, and the
@@ -440,18 +430,44 @@ impl Search<'_> {
             let assigned = self.nearest_cells(&sample, &centroids, 1);
             let mut changed = [assigned.iter().zip(&labels).filter(|(a, b)| a != b).count() as u64];
             labels = assigned;
-            let mut sums = vec![ExactSum::default(); n_cells * dim];
-            let mut counts = vec![0u64; n_cells];
-            for (&row, &cell) in sample.iter().zip(&labels) {
-                let cell = cell as usize;
-                counts[cell] += 1;
-                for (sum, &x) in sums[cell * dim..(cell + 1) * dim]
-                    .iter_mut()
-                    .zip(self.row(row))
-                {
-                    sum.add(f64::from(x));
-                }
-            }
+            // Exact sums add in any order: chunks of the sample on all threads, merged.
+            let empty = || {
+                (
+                    vec![ExactSum::default(); n_cells * dim],
+                    vec![0u64; n_cells],
+                )
+            };
+            let all_rows = self.rows;
+            let (mut sums, mut counts) = sample
+                .par_chunks(TRAIN_SUM_ROWS)
+                .zip(labels.par_chunks(TRAIN_SUM_ROWS))
+                .map(|(rows, cells)| {
+                    let (mut sums, mut counts) = empty();
+                    for (&row, &cell) in rows.iter().zip(cells) {
+                        let cell = cell as usize;
+                        counts[cell] += 1;
+                        for (sum, &x) in sums[cell * dim..(cell + 1) * dim]
+                            .iter_mut()
+                            .zip(&all_rows[row * dim..(row + 1) * dim])
+                        {
+                            sum.add(f64::from(x));
+                        }
+                    }
+                    (sums, counts)
+                })
+                .reduce(
+                    empty,
+                    |(mut sums, mut counts), (other_sums, other_counts)| {
+                        sums.iter_mut()
+                            .zip(other_sums)
+                            .for_each(|(a, b)| a.merge(b));
+                        counts
+                            .iter_mut()
+                            .zip(other_counts)
+                            .for_each(|(a, b)| *a += b);
+                        (sums, counts)
+                    },
+                );
             allreduce_exact(comm, &mut sums);
             comm.allreduce_sum_u64(&mut counts);
             comm.allreduce_sum_u64(&mut changed);
@@ -500,20 +516,34 @@ impl Search<'_> {
         let order: Vec<usize> = by_rank.concat();
         let ids: Vec<u64> = order.iter().map(|&r| (self.start + r) as u64).collect();
         let cells: Vec<u32> = order.iter().map(|&r| homes[r]).collect();
-        let data = self.gather(&order);
+        let sent = self.gather(&order);
         let (ids, _) = alltoallv(comm, &ids, &counts);
         let (cells, _) = alltoallv(comm, &cells, &counts);
         let data_counts: Vec<usize> = counts.iter().map(|c| c * dim).collect();
-        let (data, _) = alltoallv(comm, &data, &data_counts);
+        let (data, _) = alltoallv(comm, &sent, &data_counts);
+        drop(sent);
         // Received in (source rank, local row) order: ascending global row. A stable grouping by
-        // cell keeps that order within each cell.
+        // cell keeps that order within each cell; every cell's buffers are sized once.
         let mut slot = std::collections::HashMap::new();
-        let mut store: Vec<(u32, Vec<u64>, Vec<f32>)> = Vec::new();
-        for (i, &cell) in cells.iter().enumerate() {
+        let mut sizes: Vec<usize> = Vec::new();
+        for &cell in &cells {
             let at = *slot.entry(cell).or_insert_with(|| {
-                store.push((cell, Vec::new(), Vec::new()));
-                store.len() - 1
+                sizes.push(0);
+                sizes.len() - 1
             });
+            sizes[at] += 1;
+        }
+        let mut store: Vec<(u32, Vec<u64>, Vec<f32>)> =
+            vec![(0, Vec::new(), Vec::new()); sizes.len()];
+        for (&cell, &at) in &slot {
+            store[at] = (
+                cell,
+                Vec::with_capacity(sizes[at]),
+                Vec::with_capacity(sizes[at] * dim),
+            );
+        }
+        for (i, &cell) in cells.iter().enumerate() {
+            let at = slot[&cell];
             store[at].1.push(ids[i]);
             store[at].2.extend_from_slice(&data[i * dim..(i + 1) * dim]);
         }

@@ -154,6 +154,20 @@ fn read_and_preprocess(ctx: &mut Context) -> Result<Prepared> {
     if let Err(error) = config.check_against_data(info.n_rows, info.dim) {
         return Err(agree_config(comm, error.message));
     }
+    // The memory plan, before a row is read: rank 0 prints it; every rank checks it against the
+    // memory it can see (ranks on other nodes may see less), and all leave together if one fails.
+    let plan = crate::plan::MemoryPlan::new(config, info.n_rows, info.dim, comm.size());
+    if rank == 0 {
+        for line in plan.lines() {
+            log::info!("{line}");
+        }
+    }
+    let visible = crate::plan::visible_memory(
+        config.run.memory_per_rank_bytes(),
+        comm.local_size(),
+        ctx.threads,
+    );
+    agree(comm, plan.check_fits(&visible))?;
     let layout = RowLayout::new(info.n_rows, comm.size());
     let block = agree(
         comm,

@@ -61,6 +61,16 @@ impl RowOrder {
     }
 }
 
+/// Whether ordering a block of `n_rows` reference rows pays for `n_queries` queries: the order
+/// costs one GEMM of the rows against about `n_rows / cluster_rows` centroids, the search one
+/// against the queries, and skipped tiles can save at most the search. Ordered when the centroids
+/// are at most an eighth of the queries; otherwise the block keeps its order (the lists are the
+/// same either way).
+pub fn worth_ordering(n_rows: usize, cluster_rows: usize, n_queries: usize) -> bool {
+    let n_clusters = n_rows.div_ceil(cluster_rows.max(1)).min(MAX_CLUSTERS);
+    n_clusters.saturating_mul(8) <= n_queries
+}
+
 /// Order `rows` (row-major, `dim` columns) so that rows near each other in space are near each
 /// other in the order: about `cluster_rows` rows per cluster (see the module doc). Deterministic:
 /// the same rows give the same order for any thread count.

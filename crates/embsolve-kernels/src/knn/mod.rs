@@ -72,6 +72,7 @@
 //! `1 - dot`. `ip` is `-dot`. `l2` is the Euclidean distance `sqrt(sum (q - b)^2)`, computed from
 //! the differences (not from norms) for the kept candidates.
 
+mod assign;
 mod distance;
 mod gemm;
 mod group;
@@ -81,6 +82,7 @@ mod symmetric;
 #[cfg(test)]
 mod tests;
 
+pub use assign::nearest_centroids;
 pub use distance::{canonical_dot, canonical_sq_distance, exact_distance};
 pub use gemm::gemm_tile;
 pub use search::{KnnSearch, Neighbours, PartialNeighbours, TileShape};

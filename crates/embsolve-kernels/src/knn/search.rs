@@ -9,7 +9,7 @@ use super::symmetric::{
 };
 use super::{lock, BlockView, Params, EMPTY_ROW};
 use crate::simd::Features;
-use crate::tile_bounds::{cluster_order, RowOrder, TileBalls};
+use crate::tile_bounds::{cluster_order, worth_ordering, RowOrder, TileBalls};
 use crate::types::Metric;
 use ndarray::ArrayView2;
 use rayon::prelude::*;
@@ -256,7 +256,11 @@ impl KnnSearch {
     fn add_plain(&mut self, rows: &[f32], ids: BlockIds) {
         let dim = self.params.dim;
         let n_rows = rows.len() / dim;
-        let order = cluster_order(rows, dim, self.group_rows);
+        let order = if worth_ordering(n_rows, self.group_rows, self.n_queries) {
+            cluster_order(rows, dim, self.group_rows)
+        } else {
+            RowOrder::identity(n_rows)
+        };
         self.block_rows.clear();
         self.block_ids.clear();
         for &row in &order.order {
