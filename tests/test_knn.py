@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import run_mpi, write_config
+from conftest import run_bin, run_mpi, write_config
 
 def oracle(x, k):
     """Top-k by float64 cosine, self excluded, ties to the smaller row."""
@@ -98,3 +98,42 @@ def test_partitioned_bad_settings_exit_2_on_every_rank(tmp_path, knn, key):
     assert done.returncode == 2, done.stderr
     assert key in done.stderr, done.stderr
     assert not (out / "run.json").exists()
+
+
+@pytest.mark.parametrize("method", ["exact", "partitioned"])
+@pytest.mark.parametrize("n_ranks", [1, 3])
+def test_a_memory_plan_that_cannot_fit_exits_2_on_every_rank(tmp_path, method, n_ranks):
+    x = np.random.default_rng(2).normal(size=(2000, 16)).astype(np.float32)
+    data = tmp_path / "rows.npy"
+    np.save(data, x)
+    out = tmp_path / "out"
+    config = write_config(tmp_path / "c.toml", data, out, input={"format": "npy"},
+                          run={"memory_per_rank": "64MiB"},
+                          knn={"k": 8, "backend": "cpu", "method": method, "probes": 2})
+    done = run_mpi(n_ranks, "run", config, check=False, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "the memory plan does not fit" in done.stderr, done.stderr
+    assert "run.memory_per_rank" in done.stderr and "2000 rows x 16" in done.stderr, done.stderr
+    assert not (out / "run.json").exists() and not (out / "results.h5").exists()
+    # The same run with the memory stated large enough goes through.
+    done = run_mpi(n_ranks, "run", config, "--set", 'run.memory_per_rank="2GiB"', check=False,
+                   timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "memory plan: 2000 rows x 16" in done.stderr, done.stderr
+
+
+def test_plan_prints_memory_and_work_and_refuses_what_cannot_fit(tmp_path):
+    x = np.random.default_rng(3).normal(size=(1000, 32)).astype(np.float32)
+    data = tmp_path / "rows.npy"
+    np.save(data, x)
+    config = write_config(tmp_path / "c.toml", data, tmp_path / "out", input={"format": "npy"})
+    done = run_bin("plan", config, "--ranks", "4", check=False)
+    assert done.returncode == 0, done.stderr
+    assert "1000 rows x 32 on 4 rank(s), 250 rows per rank" in done.stdout, done.stdout
+    assert "knn (exact)" in done.stdout and "verdict: fits" in done.stdout, done.stdout
+    done = run_bin("plan", config, "--set", 'run.memory_per_rank="1M"', check=False)
+    assert done.returncode == 2
+    assert "memory plan: 1000 rows x 32" in done.stdout and "does not fit" in done.stderr
+    done = run_bin("plan", config, "--set", 'run.memory_per_rank="lots"', check=False)
+    assert done.returncode == 2 and "run.memory_per_rank" in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()
