@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: every peer comparison on this machine, recorded under bench/runs/<date>-<machine>/.
 #   EMBSOLVE_BENCH_MACHINE  name of the machine in the run directory (default: the host name)
-#   EMBSOLVE_BENCH_ONLY     a space-separated subset of: knn graph spectral fft read proteins
+#   EMBSOLVE_BENCH_ONLY     a space-separated subset of: knn ann graph spectral fft read proteins
 # Each driver runs embsolve and its peers on the same file in the same run and writes raw CSV/JSON;
 # the README of the run directory says what ran.
 set -euo pipefail
@@ -11,7 +11,10 @@ py=.venv/bin/python
 machine=${EMBSOLVE_BENCH_MACHINE:-$(hostname -s)}
 out=bench/runs/$(date -u +%F)-$machine
 mkdir -p "$out"
-only=${EMBSOLVE_BENCH_ONLY:-knn graph spectral fft read proteins}
+only=${EMBSOLVE_BENCH_ONLY:-knn ann graph spectral fft read proteins}
+# Peers only the benchmarks use (not the tests): HNSW and the plots of the ANN benchmark.
+"$py" -c "import hnswlib, matplotlib" 2>/dev/null ||
+  "$py" -m pip install -q --disable-pip-version-check "hnswlib==0.8.0" "matplotlib==3.11.2"
 {
   echo "# $(date -u +%F) on $machine"
   echo
@@ -22,6 +25,7 @@ for what in $only; do
   echo "== bench: $what -> $out"
   case $what in
     knn)      "$py" bench/knn_bench.py --out "$out" --tag "$(date -u +%H%M)" ;;
+    ann)      "$py" bench/ann_bench.py --out "$out" --dataset blobs200k --dataset uniprot20k --dataset gauss100k ;;
     graph)    "$py" bench/graph_bench.py --out "$out" ;;
     spectral) "$py" bench/spectral_bench.py --out "$out" --pipeline ;;
     fft)      "$py" bench/fft_bench.py --out "$out" ;;

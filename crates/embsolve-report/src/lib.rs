@@ -511,6 +511,38 @@ fn flatten(prefix: &str, value: &serde_json::Value, rows: &mut Vec<(String, Stri
     }
 }
 
+/// What the kNN lists are: exact, or partitioned with the recall measured on the exact sample.
+fn knn_sentence(run_json: &serde_json::Value) -> String {
+    let knn = &run_json["results"]["knn"];
+    match knn["method"].as_str() {
+        Some("partitioned") => {
+            let mut text = format!(
+                "kNN: partitioned (approximate), {} cells, {} probes{}.",
+                knn["partitions"],
+                knn["probes"],
+                if knn["probes_from_recall"].as_bool() == Some(true) {
+                    " (chosen to reach knn.recall on the certificate sample)"
+                } else {
+                    ""
+                }
+            );
+            match knn["recall_estimate"].as_f64() {
+                Some(recall) => text.push_str(&format!(
+                    " Recall@k against the exact lists: {recall:.4} (95% interval {:.4} to {:.4}, \
+                     {} rows searched exactly).",
+                    knn["recall_interval"][0].as_f64().unwrap_or(f64::NAN),
+                    knn["recall_interval"][1].as_f64().unwrap_or(f64::NAN),
+                    knn["recall_sample"]
+                )),
+                None => text.push_str(" No certificate sample: the recall was not measured."),
+            }
+            text
+        }
+        Some(method) => format!("kNN: {method} (every pair of rows compared; recall 1)."),
+        None => "kNN: not recorded in run.json.".to_string(),
+    }
+}
+
 fn render_html(run_json: &serde_json::Value, data: &ResultsData, figures: &[Figure]) -> String {
     let mut rows = Vec::new();
     flatten("", run_json, &mut rows);
@@ -531,6 +563,7 @@ fn render_html(run_json: &serde_json::Value, data: &ResultsData, figures: &[Figu
         escape(run_json["backend"].as_str().unwrap_or("?")),
         escape(run_json["version"].as_str().unwrap_or("?")),
     ));
+    html.push_str(&format!("<p>{}</p>\n", escape(&knn_sentence(run_json))));
     for f in figures {
         html.push_str(&format!(
             "<figure><h2>{}</h2><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>\n",
@@ -555,6 +588,21 @@ fn render_html(run_json: &serde_json::Value, data: &ResultsData, figures: &[Figu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_knn_sentence_gives_the_recall_of_a_partitioned_run() {
+        let run: serde_json::Value = serde_json::json!({"results": {"knn": {
+            "method": "partitioned", "partitions": 447, "probes": 2, "probes_from_recall": true,
+            "recall_estimate": 0.9912, "recall_interval": [0.99, 0.9924], "recall_sample": 979}}});
+        let text = knn_sentence(&run);
+        assert!(text.contains("447 cells, 2 probes"), "{text}");
+        assert!(
+            text.contains("0.9912 (95% interval 0.9900 to 0.9924, 979 rows"),
+            "{text}"
+        );
+        let exact = serde_json::json!({"results": {"knn": {"method": "exact"}}});
+        assert!(knn_sentence(&exact).contains("recall 1"));
+    }
 
     #[test]
     fn group_sizes_are_sorted_and_complete() {
