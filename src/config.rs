@@ -131,7 +131,7 @@ impl Default for KnnSection {
             partitions: 0,
             probes: 0,
             recall: 0.95,
-            recall_sample: 1000,
+            recall_sample: 2000,
             seed: 0,
         }
     }

@@ -78,6 +78,10 @@ pub struct KnnRecord {
     /// Rows whose probed cells held fewer than k other rows, searched exactly.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exact_rows: Option<u64>,
+    /// True when `knn.recall` needed more probes than the exact search costs, so the exact
+    /// lists were computed (recall 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exact_fallback: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -137,3 +137,18 @@ def test_plan_prints_memory_and_work_and_refuses_what_cannot_fit(tmp_path):
     done = run_bin("plan", config, "--set", 'run.memory_per_rank="lots"', check=False)
     assert done.returncode == 2 and "run.memory_per_rank" in done.stderr, done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_target_beyond_the_break_even_gives_the_exact_lists(tmp_path):
+    # Rows without clusters: 0.999 would need nearly every cell, so the exact lists are computed.
+    x = np.random.default_rng(4).normal(size=(2500, 16)).astype(np.float32)
+    data = tmp_path / "rows.npy"
+    np.save(data, x)
+    for n_ranks in (1, 3):
+        done, out = run_partitioned(tmp_path, data, n_ranks, f"fb{n_ranks}", recall=0.999)
+        assert done.returncode == 0, done.stderr
+        assert "the exact lists are computed instead" in done.stderr, done.stderr
+        summary = json.loads((out / "run.json").read_text())["results"]["knn"]
+        assert summary["exact_fallback"] is True and summary["recall_estimate"] == 1.0
+        with h5py.File(out / "results.h5") as f:
+            np.testing.assert_array_equal(f["/knn/indices"][...], oracle(x, 8))

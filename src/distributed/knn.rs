@@ -272,6 +272,10 @@ pub fn find_knn(
             };
             let (lists, summary) =
                 partitioned_knn(comm, layout, local, config.k, config.metric, &params)?;
+            let lists = match lists {
+                Some(lists) => lists,
+                None => exact_knn(comm, layout, local, config.k, config.metric, backend)?,
+            };
             log::info!(
                 "knn partitioned: {} cells ({} to {} rows), {} probes{}, {} rows searched exactly \
                  for short lists{}",
@@ -324,7 +328,8 @@ impl Checkpointed for KnnStage {
                     .put_u64(s.exact_rows)
                     .put_u64(s.training_iterations as u64)
                     .put_u64(s.largest_cell)
-                    .put_u64(s.smallest_cell);
+                    .put_u64(s.smallest_cell)
+                    .put_u64(u64::from(s.exact_fallback));
             }
         }
     }
@@ -352,6 +357,7 @@ impl Checkpointed for KnnStage {
                     training_iterations: payload.u64()? as usize,
                     largest_cell: payload.u64()?,
                     smallest_cell: payload.u64()?,
+                    exact_fallback: payload.u64()? != 0,
                 })
             }
             _ => return None,
@@ -383,6 +389,7 @@ pub fn publish(
             probes: Some(s.probes),
             probes_from_recall: Some(s.probes_auto),
             exact_rows: Some(s.exact_rows),
+            exact_fallback: Some(s.exact_fallback),
         },
     };
     let knn = &knn.lists;

@@ -515,6 +515,11 @@ fn flatten(prefix: &str, value: &serde_json::Value, rows: &mut Vec<(String, Stri
 fn knn_sentence(run_json: &serde_json::Value) -> String {
     let knn = &run_json["results"]["knn"];
     match knn["method"].as_str() {
+        Some("partitioned") if knn["exact_fallback"].as_bool() == Some(true) => format!(
+            "kNN: partitioned, but knn.recall needed more probes than the exact search costs \
+             ({} of {} cells): the exact lists were computed (recall 1).",
+            knn["probes"], knn["partitions"]
+        ),
         Some("partitioned") => {
             let mut text = format!(
                 "kNN: partitioned (approximate), {} cells, {} probes{}.",

@@ -1,7 +1,9 @@
 //! The exchanges of a partitioned search: rows to their home cells' ranks, the home-cell search,
 //! rounds of further probes, and the probe count chosen on the certificate sample.
 
-use super::{merge_lists, CellStore, Search, AUTO_MAX_PROBES, ROUND_ROWS};
+use super::{
+    break_even_probes, merge_lists, CellStore, ProbeChoice, Search, AUTO_MAX_PROBES, ROUND_ROWS,
+};
 use crate::distributed::knn::KnnLists;
 use crate::telemetry::Progress;
 use embsolve_comm::alltoallv;
@@ -248,9 +250,10 @@ impl Search<'_> {
         centroids: &[f32],
         owners: &[u32],
         target: f64,
-    ) -> usize {
+    ) -> ProbeChoice {
         let k = self.k;
-        let most = AUTO_MAX_PROBES.min(owners.len());
+        let break_even = break_even_probes(owners.len());
+        let most = AUTO_MAX_PROBES.min(owners.len()).min(break_even);
         let sample_cells = self.nearest_cells(sample, centroids, most);
         let mut indices = Vec::with_capacity(sample.len() * k);
         let mut distances = Vec::with_capacity(sample.len() * k);
@@ -267,16 +270,27 @@ impl Search<'_> {
                 estimate.recall,
                 estimate.sample
             );
-            if estimate.recall >= target || probes >= most {
-                if estimate.recall < target {
+            if estimate.recall >= target {
+                return ProbeChoice::Probes(probes);
+            }
+            if probes >= most {
+                if probes >= break_even {
                     log::warn!(
                         "knn partitioned: recall {:.4} with {probes} probes is below knn.recall = \
-                         {target}; more probes are not tried (raise knn.partitions' cell size \
-                         with fewer partitions, or use knn.method = \"exact\")",
-                        estimate.recall
+                         {target}, and more probes would cost more than the exact search (about \
+                         {break_even} of {} cells): the exact lists are computed instead",
+                        estimate.recall,
+                        owners.len()
                     );
+                    return ProbeChoice::Exact(probes);
                 }
-                return probes;
+                log::warn!(
+                    "knn partitioned: recall {:.4} with {probes} probes is below knn.recall = \
+                     {target}; more probes are not tried (use fewer, larger cells with \
+                     knn.partitions, or knn.method = \"exact\")",
+                    estimate.recall
+                );
+                return ProbeChoice::Probes(probes);
             }
             let next: Vec<Vec<u32>> = (0..sample.len())
                 .map(|i| vec![sample_cells[i * most + probes]])

@@ -18,6 +18,8 @@
 //!    pass for the sample only). With `knn.probes = 0` the sample's lists are extended one cell at
 //!    a time until their recall reaches `knn.recall`; that probe count is then used for every
 //!    row. The final lists of the sample give the recall estimate and its 95% interval.
+//!    When the target needs more probes than [`break_even_probes`] (where the further probes
+//!    would cost more than the exact ring for every row), the exact lists are computed instead.
 //! 5. **Short lists.** A row whose probed cells hold fewer than k other rows is searched exactly
 //!    (a second ring pass for those rows only), so every list is full.
 //!
@@ -45,6 +47,27 @@ const TRAIN_SUM_ROWS: usize = 8192;
 pub const TRAIN_ITERATIONS: usize = 12;
 /// Most probes `knn.probes = 0` tries before it settles for the best it reached.
 pub const AUTO_MAX_PROBES: usize = 64;
+/// How much more a further probe costs per pair of rows than the exact ring (its GEMMs are
+/// smaller, each cell's lists start empty and every pair is computed for one side only): 5.5 on
+/// 100,000 x 128 Gaussian rows, 8 on 20,000 x 4096 hashed protein 3-mers (bench/runs/2026-12-08).
+pub const PROBE_COST_RATIO: usize = 6;
+
+/// The probe count above which the exact search of every row is cheaper: further probes cost
+/// about `PROBE_COST_RATIO` n (p - 1) n / cells pair operations against the ring's n^2 / 2, so
+/// p = 1 + cells / (2 `PROBE_COST_RATIO`).
+pub fn break_even_probes(cells: usize) -> usize {
+    1 + cells / (2 * PROBE_COST_RATIO)
+}
+
+/// What the certificate sample decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ProbeChoice {
+    /// This many probes meet the target (or are the most worth trying).
+    Probes(usize),
+    /// The target needs more probes than the break-even (this many were tried): exact lists.
+    Exact(usize),
+}
+
 /// Rows per rank shipped in one round of further probes.
 pub const ROUND_ROWS: usize = 1 << 16;
 
@@ -89,6 +112,9 @@ pub struct PartitionedSummary {
     /// Rows in the largest and the smallest cell.
     pub largest_cell: u64,
     pub smallest_cell: u64,
+    /// True when the target recall needed more probes than the exact search costs: the lists
+    /// are then the exact ones (computed by the caller), and `recall` is 1.
+    pub exact_fallback: bool,
 }
 
 /// The number of cells for `n` rows: `partitions`, or about sqrt(n) when 0.
@@ -103,6 +129,8 @@ pub fn resolve_partitions(n_rows: usize, partitions: usize) -> usize {
 /// Approximate kNN of this rank's rows (`local`, global rows `layout.range(rank)`) by the
 /// partitioned search of the module doc (collective). Lists are nearest first, self excluded,
 /// ties to the smaller global row, full (k entries), and identical for any rank or thread count.
+/// `None` when the target recall needs more probes than the exact search costs (the summary says
+/// so): the caller then computes the exact lists.
 pub fn partitioned_knn(
     comm: &dyn Comm,
     layout: &RowLayout,
@@ -110,7 +138,7 @@ pub fn partitioned_knn(
     k: usize,
     metric: Metric,
     params: &PartitionedParams,
-) -> Result<(KnnLists, PartitionedSummary)> {
+) -> Result<(Option<KnnLists>, PartitionedSummary)> {
     check_k(layout, k)?;
     let dim = agree_on_blocks(comm, layout, local)?;
     let n = layout.n_rows;
@@ -195,7 +223,7 @@ pub fn partitioned_knn(
         let exact = exact_sample
             .as_ref()
             .expect("probes = 0 needs a sample (checked with the config)");
-        let chosen = ctx.choose_probes(
+        let choice = ctx.choose_probes(
             &store,
             &sample,
             &lists,
@@ -204,6 +232,28 @@ pub fn partitioned_knn(
             &owners,
             params.recall,
         );
+        let chosen = match choice {
+            ProbeChoice::Probes(chosen) => chosen,
+            ProbeChoice::Exact(tried) => {
+                let summary = PartitionedSummary {
+                    partitions: n_cells,
+                    probes: tried,
+                    probes_auto: true,
+                    recall: Some(RecallEstimate {
+                        sample: sample_size[0],
+                        recall: 1.0,
+                        low: 1.0,
+                        high: 1.0,
+                    }),
+                    exact_rows: n as u64,
+                    training_iterations,
+                    largest_cell: sizes.iter().copied().max().unwrap_or(0),
+                    smallest_cell: sizes.iter().copied().min().unwrap_or(0),
+                    exact_fallback: true,
+                };
+                return Ok((None, summary));
+            }
+        };
         if chosen > 1 {
             cells = ctx.nearest_cells(&local_rows, &centroids, chosen);
         }
@@ -251,8 +301,9 @@ pub fn partitioned_knn(
         training_iterations,
         largest_cell: sizes.iter().copied().max().unwrap_or(0),
         smallest_cell: sizes.iter().copied().min().unwrap_or(0),
+        exact_fallback: false,
     };
-    Ok((lists, summary))
+    Ok((Some(lists), summary))
 }
 
 /// A uniform key in [0, 1) from (seed, stream, global row).

@@ -32,6 +32,7 @@ fn probing_every_cell_gives_the_exact_lists() {
         };
         let (lists, summary) =
             partitioned_knn(&SerialComm, &layout, data.view(), 5, metric, &params).unwrap();
+        let lists = lists.expect("fixed probes never fall back");
         let (indices, distances) = embsolve_kernels::reference::knn_naive(data.view(), 5, metric);
         assert_eq!(lists.indices, indices, "{metric:?}");
         assert_eq!(lists.distances, distances, "{metric:?}");
@@ -44,21 +45,23 @@ fn probing_every_cell_gives_the_exact_lists() {
 
 #[test]
 fn auto_probes_reach_the_target_on_the_sample_and_lists_are_full() {
-    let data = rows(400, 6, false);
-    let layout = RowLayout::new(400, 1);
+    let data = rows(2000, 6, false);
+    let layout = RowLayout::new(2000, 1);
     let params = PartitionedParams {
         partitions: 0,
         probes: 0,
-        recall: 0.99,
-        recall_sample: 400,
+        recall: 0.9,
+        recall_sample: 2000,
         seed: 1,
     };
     let (lists, summary) =
         partitioned_knn(&SerialComm, &layout, data.view(), 8, Metric::L2, &params).unwrap();
     assert!(summary.probes_auto);
-    assert_eq!(summary.partitions, 20);
+    assert_eq!(summary.partitions, 45);
+    assert!(!summary.exact_fallback, "{summary:?}");
+    let lists = lists.expect("the target is met below the break-even");
     let recall = summary.recall.unwrap();
-    assert!(recall.recall >= 0.99, "{recall:?}");
+    assert!(recall.recall >= 0.9, "{recall:?}");
     assert!(!lists.indices.contains(&EMPTY_ROW));
     // The sample is every row: the estimate is the measured recall.
     let (exact, _) = embsolve_kernels::reference::knn_naive(data.view(), 8, Metric::L2);
@@ -67,7 +70,31 @@ fn auto_probes_reach_the_target_on_the_sample_and_lists_are_full() {
         .zip(lists.indices.chunks_exact(8))
         .map(|(t, f)| f.iter().filter(|id| t.contains(id)).count())
         .sum();
-    assert!((hits as f64 / (400.0 * 8.0) - recall.recall).abs() < 1e-12);
+    assert!((hits as f64 / (2000.0 * 8.0) - recall.recall).abs() < 1e-12);
+}
+
+#[test]
+fn a_target_beyond_the_break_even_asks_for_the_exact_lists() {
+    // Rows without clusters: recall per probe is low, and 0.999 needs nearly every cell.
+    let n = 600;
+    let data = Array2::from_shape_fn((n, 16), |(i, j)| {
+        hashed_uniform(5, j as u64, i as u64) as f32
+    });
+    let layout = RowLayout::new(n, 1);
+    let params = PartitionedParams {
+        partitions: 24,
+        probes: 0,
+        recall: 0.999,
+        recall_sample: 200,
+        seed: 2,
+    };
+    assert_eq!(break_even_probes(24), 3);
+    let (lists, summary) =
+        partitioned_knn(&SerialComm, &layout, data.view(), 8, Metric::L2, &params).unwrap();
+    assert!(lists.is_none());
+    assert!(summary.exact_fallback && summary.probes_auto);
+    assert_eq!(summary.probes, 3);
+    assert_eq!(summary.recall.unwrap().recall, 1.0);
 }
 
 #[test]
