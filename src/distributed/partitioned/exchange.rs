@@ -177,11 +177,14 @@ impl Search<'_> {
             queries.push((id, query_cells));
             at += 2 + count;
         }
-        // Per owned cell, the queries that probe it.
+        // Per owned cell, the queries that probe it. A cell no row calls home (k-means can leave
+        // one empty, for example duplicate centroids) is in no store: it adds nothing.
         let mut per_cell: Vec<Vec<usize>> = vec![Vec::new(); store.cells.len()];
         for (q, (_, query_cells)) in queries.iter().enumerate() {
             for cell in query_cells {
-                per_cell[store.slot[cell]].push(q);
+                if let Some(&slot) = store.slot.get(cell) {
+                    per_cell[slot].push(q);
+                }
             }
         }
         let found: Vec<(Vec<usize>, Vec<u64>, Vec<f32>)> = per_cell

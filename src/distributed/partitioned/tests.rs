@@ -98,6 +98,35 @@ fn a_target_beyond_the_break_even_asks_for_the_exact_lists() {
 }
 
 #[test]
+fn empty_cells_are_probed_without_harm() {
+    // 30 distinct points, each 10 times: more cells than points leaves duplicate centroids, and
+    // the higher of two equal centroids is nobody's home cell.
+    let n = 300;
+    let data = Array2::from_shape_fn((n, 8), |(i, j)| {
+        hashed_uniform(9, j as u64, (i % 30) as u64) as f32
+    });
+    let layout = RowLayout::new(n, 1);
+    for probes in [3, 40] {
+        let params = PartitionedParams {
+            partitions: 40,
+            probes,
+            recall: 0.95,
+            recall_sample: 0,
+            seed: 3,
+        };
+        let (lists, summary) =
+            partitioned_knn(&SerialComm, &layout, data.view(), 6, Metric::L2, &params).unwrap();
+        let lists = lists.unwrap();
+        assert_eq!(summary.smallest_cell, 0, "{summary:?}");
+        assert!(!lists.indices.contains(&EMPTY_ROW));
+        if probes == 40 {
+            let (indices, _) = embsolve_kernels::reference::knn_naive(data.view(), 6, Metric::L2);
+            assert_eq!(lists.indices, indices);
+        }
+    }
+}
+
+#[test]
 fn more_probes_than_cells_is_a_config_error() {
     let data = rows(100, 4, false);
     let layout = RowLayout::new(100, 1);
