@@ -125,12 +125,15 @@ impl Search<'_> {
         store: &CellStore,
         locals: &[usize],
         cells: &[Vec<u32>],
+        bounds: &[f32],
         owners: &[u32],
     ) -> (Vec<u64>, Vec<f32>) {
         let comm = self.comm;
         let (dim, k, metric) = (self.dim, self.k, self.metric);
         let n_ranks = comm.size();
-        // One message per (request, owner): header [id, n_cells, cells...] and the row.
+        // One message per (request, owner): header [id, bound, n_cells, cells...] and the row.
+        // The bound is the k-th distance of the row's list so far: a probed cell only returns
+        // rows at or below it, which are the only ones that can enter the merged list.
         let mut sent: Vec<Vec<(usize, Vec<u32>)>> = vec![Vec::new(); n_ranks];
         for (request, request_cells) in cells.iter().enumerate() {
             let mut per_owner: Vec<(u32, Vec<u32>)> = Vec::new();
@@ -154,6 +157,7 @@ impl Search<'_> {
             for (request, owner_cells) in messages {
                 let row = locals[*request];
                 header.push((self.start + row) as u64);
+                header.push(u64::from(bounds[*request].to_bits()));
                 header.push(owner_cells.len() as u64);
                 header.extend(owner_cells.iter().map(|&c| u64::from(c)));
                 data.extend_from_slice(self.row(row));
@@ -164,23 +168,24 @@ impl Search<'_> {
         let (header, _) = alltoallv(comm, &header, &header_counts);
         let (data, data_counts_in) = alltoallv(comm, &data, &data_counts);
 
-        // Parse the received queries: (global row, cells) in arrival order.
-        let mut queries: Vec<(u64, Vec<u32>)> = Vec::new();
+        // Parse the received queries: (global row, bound, cells) in arrival order.
+        let mut queries: Vec<(u64, f32, Vec<u32>)> = Vec::new();
         let mut at = 0;
         while at < header.len() {
             let id = header[at];
-            let count = header[at + 1] as usize;
-            let query_cells = header[at + 2..at + 2 + count]
+            let bound = f32::from_bits(header[at + 1] as u32);
+            let count = header[at + 2] as usize;
+            let query_cells = header[at + 3..at + 3 + count]
                 .iter()
                 .map(|&c| c as u32)
                 .collect();
-            queries.push((id, query_cells));
-            at += 2 + count;
+            queries.push((id, bound, query_cells));
+            at += 3 + count;
         }
         // Per owned cell, the queries that probe it. A cell no row calls home (k-means can leave
         // one empty, for example duplicate centroids) is in no store: it adds nothing.
         let mut per_cell: Vec<Vec<usize>> = vec![Vec::new(); store.cells.len()];
-        for (q, (_, query_cells)) in queries.iter().enumerate() {
+        for (q, (_, _, query_cells)) in queries.iter().enumerate() {
             for cell in query_cells {
                 if let Some(&slot) = store.slot.get(cell) {
                     per_cell[slot].push(q);
@@ -199,8 +204,10 @@ impl Search<'_> {
                 }
                 let view = ArrayView2::from_shape((qs.len(), dim), &block[..]).expect("rows x dim");
                 let query_ids = qs.iter().map(|&q| queries[q].0).collect();
+                let bounds: Vec<f32> = qs.iter().map(|&q| queries[q].1).collect();
                 let mut search =
                     KnnSearch::with_ids(view, query_ids, k, metric, 1, TileShape::default());
+                search.set_bounds(&bounds);
                 search.add_block_with_ids(rows, ids);
                 let lists = search.finish_partial().lists;
                 (qs, lists.indices, lists.distances)
@@ -298,7 +305,8 @@ impl Search<'_> {
             let next: Vec<Vec<u32>> = (0..sample.len())
                 .map(|i| vec![sample_cells[i * most + probes]])
                 .collect();
-            let (found_i, found_d) = self.probe_round(store, sample, &next, owners);
+            let bounds: Vec<f32> = distances.chunks_exact(k).map(|list| list[k - 1]).collect();
+            let (found_i, found_d) = self.probe_round(store, sample, &next, &bounds, owners);
             for i in 0..sample.len() {
                 merge_lists(
                     &mut indices[i * k..(i + 1) * k],
@@ -334,7 +342,11 @@ impl Search<'_> {
                 .iter()
                 .map(|&row| cells[row * probes + 1..(row + 1) * probes].to_vec())
                 .collect();
-            let (found_i, found_d) = self.probe_round(store, &locals, &wanted, owners);
+            let bounds: Vec<f32> = locals
+                .iter()
+                .map(|&row| lists.distances[row * k + k - 1])
+                .collect();
+            let (found_i, found_d) = self.probe_round(store, &locals, &wanted, &bounds, owners);
             for (i, &row) in locals.iter().enumerate() {
                 merge_lists(
                     &mut lists.indices[row * k..(row + 1) * k],

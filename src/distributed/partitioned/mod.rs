@@ -48,8 +48,9 @@ pub const TRAIN_ITERATIONS: usize = 12;
 /// Most probes `knn.probes = 0` tries before it settles for the best it reached.
 pub const AUTO_MAX_PROBES: usize = 64;
 /// How much more a further probe costs per pair of rows than the exact ring (its GEMMs are
-/// smaller, each cell's lists start empty and every pair is computed for one side only): 5.5 on
-/// 100,000 x 128 Gaussian rows, 8 on 20,000 x 4096 hashed protein 3-mers (bench/runs/2026-12-08).
+/// smaller, and every pair is computed for one side only). Measured (bench/runs/2026-12-08):
+/// 3.2 on 100,000 x 128 Gaussian rows with bounded probe lists (5.5 before the bounds), 8 on
+/// 20,000 x 4096 hashed protein 3-mers.
 pub const PROBE_COST_RATIO: usize = 6;
 
 /// The probe count above which the exact search of every row is cheaper: further probes cost

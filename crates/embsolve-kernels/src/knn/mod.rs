@@ -94,6 +94,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// No list entry yet: larger than any real (distance, row) pair.
 pub const EMPTY_ROW: u64 = u64::MAX;
+/// A bound entry ([`KnnSearch::set_bounds`]): a place held at the bound's distance, after every
+/// real row at the same distance; it leaves the search as an [`EMPTY_ROW`] entry.
+const BOUND_ROW: u64 = u64::MAX - 1;
 
 /// Per-block data every task reads: the block's rows in their tile order.
 struct BlockView<'a> {

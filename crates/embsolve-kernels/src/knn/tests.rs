@@ -423,3 +423,64 @@ fn a_block_with_the_queries_rows_but_other_values_takes_the_plain_pass() {
     ));
     assert!(!search.is_query_set(block.as_slice().unwrap(), BlockIds::Consecutive(5)));
 }
+
+#[test]
+fn bounded_lists_keep_exactly_the_rows_at_or_below_the_bound() {
+    let k = 6;
+    for metric in [Metric::Cosine, Metric::L2, Metric::Ip] {
+        let rows = rows_with_ties(260, 20, 17, metric == Metric::Cosine);
+        let (n, dim) = rows.dim();
+        let data = rows.as_slice().unwrap();
+        let (naive_i, naive_d) = knn_naive(rows.view(), k, metric);
+        // Bounds: the true k-th distance (the lists must come back whole), the 3rd distance
+        // (only rows at or below it), and none.
+        let bounds: Vec<f32> = (0..n)
+            .map(|q| match q % 3 {
+                0 => naive_d[q * k + k - 1],
+                1 => naive_d[q * k + 2],
+                _ => f32::INFINITY,
+            })
+            .collect();
+        for block_rows in [37, n] {
+            let mut search = KnnSearch::new(
+                rows.view(),
+                0,
+                k,
+                metric,
+                2,
+                TileShape {
+                    query_rows: 16,
+                    ref_rows: 24,
+                },
+            );
+            search.set_bounds(&bounds);
+            for start in (0..n).step_by(block_rows) {
+                let end = (start + block_rows).min(n);
+                search.add_block_with_ids(
+                    &data[start * dim..end * dim],
+                    &(start as u64..end as u64).collect::<Vec<_>>(),
+                );
+            }
+            let found = search.finish_partial();
+            for q in 0..n {
+                let list = q * k..(q + 1) * k;
+                let kept = naive_d[list.clone()]
+                    .iter()
+                    .take_while(|&&d| d <= bounds[q])
+                    .count();
+                assert_eq!(
+                    found.indices[q * k..q * k + kept],
+                    naive_i[q * k..q * k + kept],
+                    "{metric:?} query {q}"
+                );
+                assert!(found.indices[q * k + kept..(q + 1) * k]
+                    .iter()
+                    .all(|&i| i == EMPTY_ROW));
+                assert_eq!(
+                    found.distances[q * k..q * k + kept],
+                    naive_d[q * k..q * k + kept]
+                );
+            }
+        }
+    }
+}
