@@ -35,23 +35,24 @@ impl Search<'_> {
         // Received in (source rank, local row) order: ascending global row. A stable grouping by
         // cell keeps that order within each cell; every cell's buffers are sized once.
         let mut slot = std::collections::HashMap::new();
-        let mut sizes: Vec<usize> = Vec::new();
+        let mut firsts: Vec<(u32, usize)> = Vec::new();
         for &cell in &cells {
             let at = *slot.entry(cell).or_insert_with(|| {
-                sizes.push(0);
-                sizes.len() - 1
+                firsts.push((cell, 0));
+                firsts.len() - 1
             });
-            sizes[at] += 1;
+            firsts[at].1 += 1;
         }
-        let mut store: Vec<(u32, Vec<u64>, Vec<f32>)> =
-            vec![(0, Vec::new(), Vec::new()); sizes.len()];
-        for (&cell, &at) in &slot {
-            store[at] = (
-                cell,
-                Vec::with_capacity(sizes[at]),
-                Vec::with_capacity(sizes[at] * dim),
-            );
-        }
+        let mut store: Vec<(u32, Vec<u64>, Vec<f32>)> = firsts
+            .iter()
+            .map(|&(cell, size)| {
+                (
+                    cell,
+                    Vec::with_capacity(size),
+                    Vec::with_capacity(size * dim),
+                )
+            })
+            .collect();
         for (i, &cell) in cells.iter().enumerate() {
             let at = slot[&cell];
             store[at].1.push(ids[i]);

@@ -20,6 +20,18 @@ pub(super) fn gemm_margin(dim: usize) -> f64 {
     4.0 * 2.0 * width * unit / (1.0 - width * unit)
 }
 
+/// One thread's buffers, sized by the first tile and reused for the rest.
+#[derive(Default)]
+struct Scratch {
+    /// GEMM values of a tile of rows against every centroid.
+    tile: Vec<f32>,
+    /// One row's keys, and a copy for the selection of the p-th.
+    keys: Vec<f32>,
+    scratch: Vec<f32>,
+    /// (canonical distance, centroid) of the centroids within the margin.
+    candidates: Vec<(f32, u32)>,
+}
+
 /// For every row of `rows` (row-major, `dim` columns) its `probes` nearest centroids
 /// (`centroids` row-major), nearest first by canonical distance, ties to the lower centroid;
 /// row-major `n_rows x probes`. A row whose keys are not finite gets centroid 0 throughout.
@@ -53,8 +65,13 @@ pub fn nearest_centroids(
     out.par_chunks_mut(ASSIGN_ROWS * probes)
         .enumerate()
         .for_each_init(
-            || (Vec::new(), Vec::new(), Vec::new()),
-            |(tile, keys, candidates): &mut (Vec<f32>, Vec<f32>, Vec<(f32, u32)>),
+            Scratch::default,
+            |Scratch {
+                 tile,
+                 keys,
+                 scratch,
+                 candidates,
+             },
              (chunk, cells)| {
                 let first = chunk * ASSIGN_ROWS;
                 let count = cells.len() / probes;
@@ -67,7 +84,8 @@ pub fn nearest_centroids(
                     keys.clear();
                     keys.extend(row_keys.iter().zip(&half_sq).map(|(&g, &h)| g - h));
                     // The p-th largest GEMM key (NaN sorts last).
-                    let mut scratch = keys.clone();
+                    scratch.clear();
+                    scratch.extend_from_slice(keys);
                     let (_, pth, _) = scratch.select_nth_unstable_by(probes - 1, |a, b| {
                         b.partial_cmp(a)
                             .unwrap_or_else(|| b.is_nan().cmp(&a.is_nan()))
